@@ -1,0 +1,87 @@
+# ngx_llm: one entry point.
+#
+#   make              engine (CPU), nginx module, unit tests
+#   make test         build, then prove -r t/
+#   make demo         serve models/stories260K.gguf on 127.0.0.1:8080
+#   make deps         install missing Debian packages (as root)
+#   make SAN=1 ...    build with AddressSanitizer and UBSan
+
+CC       ?= cc
+BUILD    ?= build
+NGX_SRC  ?= /usr/share/nginx/src
+NGINX    ?= /usr/sbin/nginx
+
+CFLAGS_BASE = -std=gnu11 -O2 -g -pthread -fno-strict-aliasing \
+              -Wall -Wextra -Wpointer-arith -Wstrict-prototypes \
+              -Wwrite-strings -Werror -Iengine -Iengine/proto
+LDLIBS      = -ljansson -lpcre2-8 -lm -pthread
+
+ifeq ($(SAN),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS     += -fsanitize=address,undefined
+endif
+
+CFLAGS ?=
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+
+ENGINE_SRCS := $(wildcard engine/*.c)
+ENGINE_OBJS := $(patsubst engine/%.c,$(BUILD)/engine/%.o,$(ENGINE_SRCS))
+LIB_OBJS    := $(filter-out $(BUILD)/engine/main.o,$(ENGINE_OBJS))
+
+UNIT_SRCS   := $(wildcard t/unit/test_*.c)
+UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
+
+MODULE_SRCS := $(wildcard ngx_llm_module/*.c ngx_llm_module/*.h) \
+               engine/proto/llm_proto.h engine/proto/llm_ring.h config
+
+.PHONY: all engine module units test demo deps clean
+
+all: engine module units
+
+engine: $(BUILD)/llm-engine
+units: $(UNIT_BINS)
+module: $(BUILD)/ngx_http_llm_module.so
+
+$(BUILD)/engine/%.o: engine/%.c $(wildcard engine/*.h engine/proto/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/llm-engine: $(ENGINE_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
+
+# The module is compiled inside a private copy of Debian's nginx sources,
+# configured with the flags Debian's nginx was built with, so that
+# NGX_MODULE_SIGNATURE matches the installed binary.
+$(BUILD)/nginx/Makefile: $(NGX_SRC)/configure config
+	@test -f $(NGX_SRC)/configure || { echo "nginx sources missing: run 'make deps' (package nginx-dev)"; exit 1; }
+	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD)/nginx
+	cp -a $(NGX_SRC)/. $(BUILD)/nginx/
+	cd $(BUILD)/nginx && . ./conf_flags && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="-g -O2 -fPIC $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined -fno-omit-frame-pointer)" \
+	        --with-ld-opt="-fPIC $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)" \
+	        --add-dynamic-module=$(CURDIR) > configure.log 2>&1 || \
+	    { tail -20 configure.log; exit 1; }
+
+comma := ,
+SHELL := /bin/bash
+
+$(BUILD)/ngx_http_llm_module.so: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
+	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
+	cp $(BUILD)/nginx/objs/ngx_http_llm_module.so $@
+
+test: all
+	prove -r t/
+
+demo: deps all
+	./conf/demo.sh
+
+deps:
+	@./tools/deps.sh
+
+clean:
+	rm -rf $(BUILD)

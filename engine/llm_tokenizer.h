@@ -1,0 +1,59 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * Tokenizer built from a GGUF file's tokenizer.ggml.* metadata, and the
+ * incremental detokenizer that never emits a split UTF-8 character.
+ */
+
+#ifndef LLM_TOKENIZER_H
+#define LLM_TOKENIZER_H
+
+#include "llm_common.h"
+#include "llm_model.h"
+
+
+int llm_tokenizer_n_vocab(const llm_tokenizer_t *t);
+int32_t llm_tokenizer_bos(const llm_tokenizer_t *t);     /* -1 if none */
+int32_t llm_tokenizer_eos(const llm_tokenizer_t *t);     /* -1 if none */
+
+/* true for tokens that end generation (eos, eot, ...) */
+int llm_tokenizer_is_eog(const llm_tokenizer_t *t, int32_t id);
+
+/*
+ * Tokenizes len bytes of text (any bytes; invalid UTF-8 is tokenized
+ * byte by byte where the vocabulary allows).  Prepends BOS when add_bos
+ * is set.  Writes at most cap ids to out and returns the full count,
+ * which may exceed cap (then call again with more room), or -1 with err
+ * set.
+ */
+int llm_tokenize(const llm_tokenizer_t *t, const char *text, size_t len,
+    int add_bos, int32_t *out, int cap, llm_err_t *err);
+
+/* the bytes a token stands for (byte tokens decoded, U+2581 -> space);
+ * control tokens give an empty piece */
+const char *llm_token_piece(const llm_tokenizer_t *t, int32_t id,
+    size_t *len);
+
+
+/* incremental detokenizer state: bytes of an unfinished UTF-8 character */
+typedef struct {
+    unsigned char  pending[8];
+    int            n_pending;
+} llm_detok_t;
+
+void llm_detok_init(llm_detok_t *d);
+
+/*
+ * Appends the piece of token id and writes to out (cap >= 64 plus the
+ * longest piece) the bytes that are now complete UTF-8; returns their
+ * count.  Bytes that can never become valid UTF-8 are replaced by
+ * U+FFFD.
+ */
+size_t llm_detok_push(llm_detok_t *d, const llm_tokenizer_t *t, int32_t id,
+    char *out, size_t cap);
+
+/* flushes what is pending at the end of a sequence (as U+FFFD) */
+size_t llm_detok_flush(llm_detok_t *d, char *out, size_t cap);
+
+
+#endif /* LLM_TOKENIZER_H */
