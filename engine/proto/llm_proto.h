@@ -131,7 +131,6 @@ typedef struct {
     uint32_t          req_max;         /* request area bytes */
     uint32_t          ring_off;        /* ring data, from slot start */
     uint32_t          ring_size;       /* ring bytes, a power of two */
-    uint8_t           pad0[8];
     llm_shm_model_t   models[LLM_MAX_MODELS];
     _Atomic uint64_t  stats[LLM_STAT_MAX];  /* relaxed; engine writes */
 } llm_shm_header_t;
@@ -274,7 +273,7 @@ static_assert(sizeof(llm_ev_done_t) == 40, "llm_ev_done_t layout");
 typedef struct {
     uint16_t  status;             /* HTTP status for the client */
     uint16_t  reserved;
-    char      type[30];           /* OpenAI error type, NUL-padded */
+    char      type[28];           /* OpenAI error type, NUL-padded */
     char      code[32];           /* OpenAI error code, NUL-padded or "" */
 } llm_ev_error_t;
 
