@@ -16,7 +16,7 @@ static int  tap_n;
 static int  tap_failed;
 
 
-static void
+static void __attribute__((unused))
 diag(const char *fmt, ...)
 {
     va_list  ap;
@@ -30,7 +30,7 @@ diag(const char *fmt, ...)
 }
 
 
-static int
+static int __attribute__((unused))
 ok_at(int cond, const char *file, int line, const char *fmt, ...)
 {
     va_list  ap;
@@ -60,7 +60,7 @@ ok_at(int cond, const char *file, int line, const char *fmt, ...)
     } while (0)
 
 
-static void
+static void __attribute__((unused))
 skip_all(const char *why)
 {
     printf("1..0 # SKIP %s\n", why);
@@ -68,7 +68,7 @@ skip_all(const char *why)
 }
 
 
-static int
+static int __attribute__((unused))
 done_testing(void)
 {
     printf("1..%d\n", tap_n);
