@@ -1,0 +1,309 @@
+package LLMTest;
+
+# Starts a real llm-engine and a real nginx (with the module built in
+# build/) on free ports in a temporary directory, talks HTTP to them, and
+# stops everything when the test ends.  Perl core modules only.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep);
+
+our $ROOT = abs_path(__FILE__ =~ s{t/lib/LLMTest\.pm$}{}r || '.');
+our $ENGINE = "$ROOT/build/llm-engine";
+our $MODULE = "$ROOT/build/ngx_http_llm_module.so";
+our $NGINX = $ENV{NGINX} || '/usr/sbin/nginx';
+our $MODEL = "$ROOT/models/stories260K.gguf";
+our $FIXTURES = $ENV{LLM_FIXTURES} || abs_path("$ROOT/../shared/fixtures")
+    || "$ROOT/../shared/fixtures";
+
+my $json = JSON::PP->new->utf8->canonical;
+
+sub new {
+    my ($class, %args) = @_;
+    my $self = bless {
+        dir => tempdir('ngx_llm_t_XXXXXX', TMPDIR => 1,
+                       CLEANUP => !$ENV{LLM_KEEP}),
+        models => $args{models} || { stories => $MODEL },
+        engine_args => $args{engine_args} || [],
+        pids => {},
+        owner => $$,
+    }, $class;
+    $self->{socket} = "$self->{dir}/engine.sock";
+    $self->{port} = free_port();
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub socket_path { $_[0]{socket} }
+sub url { my ($self, $path) = @_; "http://127.0.0.1:$self->{port}$path" }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, Proto => 'tcp')
+        or die "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+# --- engine ---------------------------------------------------------------
+
+sub start_engine {
+    my ($self, @extra) = @_;
+    my @cmd = ($ENGINE, 'serve', '--socket', $self->{socket});
+    for my $name (sort keys %{ $self->{models} }) {
+        push @cmd, '--model', "$name=$self->{models}{$name}";
+    }
+    push @cmd, @{ $self->{engine_args} }, @extra;
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/engine.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or die "exec $ENGINE: $!";
+    }
+    $self->{pids}{engine} = $pid;
+
+    # ready when the socket accepts
+    for (1 .. 200) {
+        my $c = IO::Socket::UNIX->new(Peer => $self->{socket});
+        if ($c) { close $c; return $pid }
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{engine};
+            die "engine exited: " . $self->engine_log;
+        }
+        sleep 0.05;
+    }
+    die "engine did not come up: " . $self->engine_log;
+}
+
+sub engine_pid { $_[0]{pids}{engine} }
+
+sub stop_engine {
+    my ($self, $sig) = @_;
+    my $pid = delete $self->{pids}{engine} or return;
+    kill $sig || 'TERM', $pid;
+    waitpid($pid, 0);
+    return $?;
+}
+
+sub engine_log { slurp("$_[0]{dir}/engine.log") }
+
+# --- nginx ----------------------------------------------------------------
+
+# $http: extra text inside http {}, $server: extra text inside server {};
+# the default location /v1/ passes to engine "default".
+sub nginx_conf {
+    my ($self, %o) = @_;
+    my $d = $self->{dir};
+    my $http = $o{http} // '';
+    my $server = $o{server} // "location /v1/ { llm_pass default; }\n";
+    my $engines = $o{engines}
+        // "llm_engine default unix:$self->{socket};\n";
+    my $workers = $o{workers} // 2;
+    return <<"CONF";
+load_module $MODULE;
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log $d/access.log;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    $engines
+    $http
+    server {
+        listen 127.0.0.1:$self->{port};
+        location = /static { return 200 "static ok\\n"; }
+        $server
+    }
+}
+CONF
+}
+
+sub write_conf {
+    my ($self, $text) = @_;
+    my $file = "$self->{dir}/nginx.conf";
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+    return $file;
+}
+
+# runs nginx -t on a configuration; returns (exit code, output)
+sub nginx_test {
+    my ($self, $text) = @_;
+    my $file = $self->write_conf($text);
+    my $out = `$NGINX -t -p $self->{dir} -c $file 2>&1`;
+    return ($? >> 8, $out);
+}
+
+sub start_nginx {
+    my ($self, %o) = @_;
+    my $file = $self->write_conf($self->nginx_conf(%o));
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/nginx.out";
+        open STDERR, '>&', \*STDOUT;
+        exec $NGINX, '-p', $self->{dir}, '-c', $file
+            or die "exec $NGINX: $!";
+    }
+    $self->{pids}{nginx} = $pid;
+    for (1 .. 200) {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{port});
+        if ($c) { close $c; return $pid }
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{nginx};
+            die "nginx exited: " . slurp("$self->{dir}/nginx.out")
+                . $self->error_log;
+        }
+        sleep 0.05;
+    }
+    die "nginx did not come up: " . $self->error_log;
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    my $pid = delete $self->{pids}{nginx} or return;
+    kill 'QUIT', $pid;
+    for (1 .. 100) {
+        return if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+}
+
+sub error_log { slurp("$_[0]{dir}/error.log") }
+
+# [error], [crit], [alert] and [emerg] lines of nginx's error log
+sub bad_log_lines {
+    my ($self) = @_;
+    return grep { /\[(error|crit|alert|emerg)\]/ }
+        split /\n/, $self->error_log;
+}
+
+# waits until the workers are attached to the engine (a models list works)
+sub wait_ready {
+    my ($self, $path) = @_;
+    $path //= '/v1/models';
+    for (1 .. 200) {
+        my $r = $self->get($path);
+        return 1 if $r->{status} == 200;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# --- HTTP -----------------------------------------------------------------
+
+sub http { HTTP::Tiny->new(timeout => 30, keep_alive => 0) }
+
+sub get {
+    my ($self, $path) = @_;
+    return decorate(http()->get($self->url($path)));
+}
+
+# body: a hash (encoded as JSON) or a raw string
+sub post {
+    my ($self, $path, $body, %o) = @_;
+    $body = $json->encode($body) if ref $body;
+    return decorate(http()->request('POST', $self->url($path), {
+        headers => { 'Content-Type' => 'application/json',
+                     %{ $o{headers} || {} } },
+        content => $body,
+    }));
+}
+
+sub decorate {
+    my ($r) = @_;
+    $r->{json} = eval { $json->decode($r->{content}) }
+        if defined $r->{content} && length $r->{content};
+    return $r;
+}
+
+# a streaming POST; returns the response with {events} = the decoded
+# data: payloads in order ('[DONE]' kept as the string) and {chunks} = the
+# raw body pieces as they arrived
+sub post_stream {
+    my ($self, $path, $body) = @_;
+    $body->{stream} = JSON::PP::true;
+    my @chunks;
+    my $r = http()->request('POST', $self->url($path), {
+        headers => { 'Content-Type' => 'application/json' },
+        content => $json->encode($body),
+        data_callback => sub { push @chunks, $_[0] },
+    });
+    $r->{chunks} = \@chunks;
+    $r->{content} = join '', @chunks;
+    $r->{events} = [ parse_sse($r->{content}) ];
+    return $r;
+}
+
+sub parse_sse {
+    my ($text) = @_;
+    my @ev;
+    for my $block (split /\n\n/, $text) {
+        next unless $block =~ /^data: (.*)$/s;
+        my $d = $1;
+        push @ev, $d eq '[DONE]' ? $d : (eval { $json->decode($d) } // {
+            unparsed => $d });
+    }
+    return @ev;
+}
+
+# a raw connection for the tests that misbehave as clients
+sub raw_request {
+    my ($self, $text) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $self->{port})
+        or die "connect: $!";
+    $s->autoflush(1);
+    print $s $text;
+    return $s;
+}
+
+sub json { $json }
+
+# --- misc -----------------------------------------------------------------
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh>;
+}
+
+sub wait_for {
+    my ($cond, $secs) = @_;
+    for (1 .. ($secs || 5) * 20) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return 0;
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    return if $$ != $self->{owner};     # a forked client, not the test
+    $self->stop_nginx;
+    $self->stop_engine('KILL');
+}
+
+1;
