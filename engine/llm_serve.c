@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <jansson.h>
 
 #include "llm_ipc.h"
@@ -76,6 +77,7 @@ typedef struct {
     int                  max_seqs;
     llm_seq_t           *seqs;
     int                  n_active;
+    int                  step_delay_ms;   /* fault mode for tests */
 } llm_server_t;
 
 
@@ -117,7 +119,9 @@ llm_serve_usage(void)
         "  --ctx N             cap on each model's context length"
         " (4096)\n"
         "  --socket-mode M     permissions of the socket (0660)\n"
-        "  --log-level L       error, warn, info or debug (info)\n");
+        "  --log-level L       error, warn, info or debug (info)\n"
+        "  --debug-step-delay MS  sleep after every step (a fault mode for"
+        " tests)\n");
 }
 
 
@@ -141,6 +145,7 @@ llm_serve_main(int argc, char **argv)
         { "ctx",         required_argument, NULL, 'c' },
         { "socket-mode", required_argument, NULL, 'p' },
         { "log-level",   required_argument, NULL, 'l' },
+        { "debug-step-delay", required_argument, NULL, 'd' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -180,6 +185,7 @@ llm_serve_main(int argc, char **argv)
         case 'n':
         case 'q':
         case 'c':
+        case 'd':
             errno = 0;
             rc = (int) strtol(optarg, &end, 10);
             if (errno || *end != '\0' || rc <= 0 || rc > 1 << 20) {
@@ -190,6 +196,8 @@ llm_serve_main(int argc, char **argv)
                 conf.n_slots = (uint32_t) rc;
             } else if (c == 'q') {
                 srv->max_seqs = rc;
+            } else if (c == 'd') {
+                srv->step_delay_ms = rc;
             } else {
                 ctx_cap = rc;
             }
@@ -388,6 +396,10 @@ llm_serve_loop(llm_server_t *srv)
         }
 
         llm_ipc_ring(&srv->ipc);
+
+        if (srv->step_delay_ms && runnable) {
+            usleep((useconds_t) srv->step_delay_ms * 1000);
+        }
     }
 }
 
@@ -633,6 +645,8 @@ llm_serve_step(llm_server_t *srv, llm_seq_t *q)
     w = atomic_load_explicit(&s->state, memory_order_acquire);
 
     if (llm_slot_state(w) == LLM_SLOT_CANCELLED) {
+        llm_log(LLM_LOG_INFO, "slot %u cancelled by its worker after %d of "
+                "%d tokens", q->slot, q->n_gen, q->max_tokens);
         atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_CANCELLED], 1,
                                   memory_order_relaxed);
         llm_serve_release(srv, q, 0);
