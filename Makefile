@@ -74,7 +74,7 @@ $(BUILD)/ngx_http_llm_module.so: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
 	cp $(BUILD)/nginx/objs/ngx_http_llm_module.so $@
 
-test: all
+test: deps all
 	prove -r t/
 
 demo: deps all
