@@ -1,0 +1,576 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * Block layouts, as GGUF stores them (all little-endian, f16 scales):
+ *
+ *   Q8_0  32 elements: d, int8 q[32]                     x = d * q
+ *   Q4_0  32 elements: d, q[16] nibbles (low: 0..15,     x = d * (q - 8)
+ *         high: 16..31)
+ *   Q4_K 256 elements: d, dmin, 12 bytes of 6-bit scales and mins for 8
+ *         sub-blocks of 32, q[128] nibbles               x = d*s*q - dmin*m
+ *   Q5_K  as Q4_K plus qh[32], the fifth bit of each element
+ *   Q6_K 256 elements: ql[128] low nibbles, qh[64] high 2 bits, int8
+ *         scales[16] for sub-blocks of 16, d            x = d * s * (q - 32)
+ *
+ * The dot products below are plain loops on purpose: this is the
+ * reference the SIMD and GPU versions will be checked against.
+ */
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "llm_gguf.h"
+#include "llm_quant.h"
+
+
+#define LLM_QK     32
+#define LLM_QK_K   256
+
+
+static float            llm_fp16_table[65536];
+static pthread_once_t   llm_quant_once = PTHREAD_ONCE_INIT;
+
+
+static float llm_fp16_compute(uint16_t h);
+static void llm_quant_build(void);
+static float llm_dot_f32(const void *row, const float *x, int64_t n);
+static float llm_dot_f16(const void *row, const float *x, int64_t n);
+static float llm_dot_bf16(const void *row, const float *x, int64_t n);
+static float llm_dot_q8_0(const void *row, const float *x, int64_t n);
+static float llm_dot_q4_0(const void *row, const float *x, int64_t n);
+static float llm_dot_q4_k(const void *row, const float *x, int64_t n);
+static float llm_dot_q5_k(const void *row, const float *x, int64_t n);
+static float llm_dot_q6_k(const void *row, const float *x, int64_t n);
+static void llm_block_q4_k(const uint8_t *b, float *y);
+static void llm_block_q5_k(const uint8_t *b, float *y);
+static void llm_block_q6_k(const uint8_t *b, float *y);
+static void llm_scale_min_k4(int j, const uint8_t *q, uint8_t *sc,
+    uint8_t *m);
+
+
+void
+llm_quant_init(void)
+{
+    pthread_once(&llm_quant_once, llm_quant_build);
+}
+
+
+static void
+llm_quant_build(void)
+{
+    for (uint32_t i = 0; i < 65536; i++) {
+        llm_fp16_table[i] = llm_fp16_compute((uint16_t) i);
+    }
+}
+
+
+static float
+llm_fp16_compute(uint16_t h)
+{
+    float     f;
+    uint32_t  sign, exp, mant, bits;
+
+    sign = (uint32_t) (h & 0x8000) << 16;
+    exp = (h >> 10) & 0x1f;
+    mant = h & 0x3ff;
+
+    if (exp == 0) {
+        /* zero or subnormal: mant * 2^-24, exact in f32 */
+        f = ldexpf((float) mant, -24);
+        return sign ? -f : f;
+    }
+
+    if (exp == 31) {
+        bits = sign | 0x7f800000 | (mant << 13);
+
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+
+float
+llm_fp16_to_fp32(uint16_t h)
+{
+    return llm_fp16_table[h];
+}
+
+
+/* round to nearest even; overflow goes to infinity */
+uint16_t
+llm_fp32_to_fp16(float f)
+{
+    int32_t   exp;
+    uint32_t  bits, sign, mant, half, rem;
+
+    memcpy(&bits, &f, 4);
+    sign = (bits >> 16) & 0x8000;
+    exp = (int32_t) ((bits >> 23) & 0xff) - 127 + 15;
+    mant = bits & 0x7fffff;
+
+    if (((bits >> 23) & 0xff) == 0xff) {
+        return (uint16_t) (sign | 0x7c00 | (mant ? 0x200 : 0));
+    }
+
+    if (exp >= 31) {
+        return (uint16_t) (sign | 0x7c00);
+    }
+
+    if (exp <= 0) {
+        if (exp < -10) {
+            return (uint16_t) sign;
+        }
+
+        /* subnormal: shift the implicit bit in */
+        mant |= 0x800000;
+        rem = mant & ((1u << (14 - exp)) - 1);
+        half = 1u << (13 - exp);
+        mant >>= 14 - exp;
+
+        if (rem > half || (rem == half && (mant & 1))) {
+            mant++;
+        }
+
+        return (uint16_t) (sign | mant);
+    }
+
+    rem = mant & 0x1fff;
+    mant >>= 13;
+    bits = sign | ((uint32_t) exp << 10) | mant;
+
+    /* a carry out of the mantissa correctly bumps the exponent */
+    if (rem > 0x1000 || (rem == 0x1000 && (mant & 1))) {
+        bits++;
+    }
+
+    return (uint16_t) bits;
+}
+
+
+float
+llm_bf16_to_fp32(uint16_t h)
+{
+    float     f;
+    uint32_t  bits;
+
+    bits = (uint32_t) h << 16;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+
+int
+llm_quant_supported(uint32_t type)
+{
+    return llm_quant_dot(type) != NULL;
+}
+
+
+llm_dot_pt
+llm_quant_dot(uint32_t type)
+{
+    switch (type) {
+    case LLM_TYPE_F32:
+        return llm_dot_f32;
+    case LLM_TYPE_F16:
+        return llm_dot_f16;
+    case LLM_TYPE_BF16:
+        return llm_dot_bf16;
+    case LLM_TYPE_Q8_0:
+        return llm_dot_q8_0;
+    case LLM_TYPE_Q4_0:
+        return llm_dot_q4_0;
+    case LLM_TYPE_Q4_K:
+        return llm_dot_q4_k;
+    case LLM_TYPE_Q5_K:
+        return llm_dot_q5_k;
+    case LLM_TYPE_Q6_K:
+        return llm_dot_q6_k;
+    default:
+        return NULL;
+    }
+}
+
+
+int
+llm_dequant_row(uint32_t type, const void *row, float *y, int64_t n)
+{
+    int8_t          q8;
+    uint16_t        h;
+    const uint8_t  *b;
+
+    b = row;
+
+    switch (type) {
+    case LLM_TYPE_F32:
+        memcpy(y, row, (size_t) n * sizeof(float));
+        return LLM_OK;
+
+    case LLM_TYPE_F16:
+    case LLM_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            memcpy(&h, b + 2 * i, 2);
+            y[i] = type == LLM_TYPE_F16 ? llm_fp16_to_fp32(h)
+                                        : llm_bf16_to_fp32(h);
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q8_0:
+        for (int64_t i = 0; i < n; i += LLM_QK, b += 2 + LLM_QK) {
+            float  d;
+
+            memcpy(&h, b, 2);
+            d = llm_fp16_to_fp32(h);
+
+            for (int j = 0; j < LLM_QK; j++) {
+                memcpy(&q8, b + 2 + j, 1);
+                y[i + j] = d * q8;
+            }
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q4_0:
+        for (int64_t i = 0; i < n; i += LLM_QK, b += 2 + LLM_QK / 2) {
+            float  d;
+
+            memcpy(&h, b, 2);
+            d = llm_fp16_to_fp32(h);
+
+            for (int j = 0; j < LLM_QK / 2; j++) {
+                y[i + j] = d * ((b[2 + j] & 0x0f) - 8);
+                y[i + j + LLM_QK / 2] = d * ((b[2 + j] >> 4) - 8);
+            }
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q4_K:
+        for (int64_t i = 0; i < n; i += LLM_QK_K, b += 144) {
+            llm_block_q4_k(b, y + i);
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q5_K:
+        for (int64_t i = 0; i < n; i += LLM_QK_K, b += 176) {
+            llm_block_q5_k(b, y + i);
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q6_K:
+        for (int64_t i = 0; i < n; i += LLM_QK_K, b += 210) {
+            llm_block_q6_k(b, y + i);
+        }
+        return LLM_OK;
+
+    default:
+        return LLM_ERR;
+    }
+}
+
+
+static float
+llm_dot_f32(const void *row, const float *x, int64_t n)
+{
+    float         sum;
+    const float  *w;
+
+    w = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i++) {
+        sum += w[i] * x[i];
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_f16(const void *row, const float *x, int64_t n)
+{
+    float            sum;
+    const uint16_t  *w;
+
+    w = row;    /* tensor data is aligned to at least 8 bytes */
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i++) {
+        sum += llm_fp16_table[w[i]] * x[i];
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_bf16(const void *row, const float *x, int64_t n)
+{
+    float            sum;
+    const uint16_t  *w;
+
+    w = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i++) {
+        sum += llm_bf16_to_fp32(w[i]) * x[i];
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_q8_0(const void *row, const float *x, int64_t n)
+{
+    float           sum, bsum;
+    uint16_t        h;
+    const int8_t   *q;
+    const uint8_t  *b;
+
+    b = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i += LLM_QK, b += 2 + LLM_QK) {
+        memcpy(&h, b, 2);
+        q = (const int8_t *) (b + 2);
+        bsum = 0.0f;
+
+        for (int j = 0; j < LLM_QK; j++) {
+            bsum += q[j] * x[i + j];
+        }
+
+        sum += llm_fp16_to_fp32(h) * bsum;
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_q4_0(const void *row, const float *x, int64_t n)
+{
+    float           sum, bsum;
+    uint16_t        h;
+    const uint8_t  *b;
+
+    b = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i += LLM_QK, b += 2 + LLM_QK / 2) {
+        memcpy(&h, b, 2);
+        bsum = 0.0f;
+
+        for (int j = 0; j < LLM_QK / 2; j++) {
+            bsum += ((b[2 + j] & 0x0f) - 8) * x[i + j];
+            bsum += ((b[2 + j] >> 4) - 8) * x[i + j + LLM_QK / 2];
+        }
+
+        sum += llm_fp16_to_fp32(h) * bsum;
+    }
+
+    return sum;
+}
+
+
+/* the k-quants decode one block at a time onto the stack */
+
+static float
+llm_dot_q4_k(const void *row, const float *x, int64_t n)
+{
+    float           y[LLM_QK_K], sum;
+    const uint8_t  *b;
+
+    b = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i += LLM_QK_K, b += 144) {
+        llm_block_q4_k(b, y);
+
+        for (int j = 0; j < LLM_QK_K; j++) {
+            sum += y[j] * x[i + j];
+        }
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_q5_k(const void *row, const float *x, int64_t n)
+{
+    float           y[LLM_QK_K], sum;
+    const uint8_t  *b;
+
+    b = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i += LLM_QK_K, b += 176) {
+        llm_block_q5_k(b, y);
+
+        for (int j = 0; j < LLM_QK_K; j++) {
+            sum += y[j] * x[i + j];
+        }
+    }
+
+    return sum;
+}
+
+
+static float
+llm_dot_q6_k(const void *row, const float *x, int64_t n)
+{
+    float           y[LLM_QK_K], sum;
+    const uint8_t  *b;
+
+    b = row;
+    sum = 0.0f;
+
+    for (int64_t i = 0; i < n; i += LLM_QK_K, b += 210) {
+        llm_block_q6_k(b, y);
+
+        for (int j = 0; j < LLM_QK_K; j++) {
+            sum += y[j] * x[i + j];
+        }
+    }
+
+    return sum;
+}
+
+
+/*
+ * The 12 scale bytes of Q4_K and Q5_K hold eight 6-bit scales and eight
+ * 6-bit mins: sub-blocks 0..3 use the low 6 bits of bytes 0..3 (scale)
+ * and 4..7 (min); sub-blocks 4..7 take their low 4 bits from bytes 8..11
+ * and their top 2 bits from the spare top bits of bytes 0..7.
+ */
+static void
+llm_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+
+/* b: d, dmin, scales[12], qs[128]; 64 elements per pair of sub-blocks,
+ * the first 32 in the low nibbles, the next 32 in the high ones */
+static void
+llm_block_q4_k(const uint8_t *b, float *y)
+{
+    float           d, dmin, d1, m1, d2, m2;
+    uint8_t         sc, m;
+    uint16_t        h;
+    const uint8_t  *scales, *q;
+
+    memcpy(&h, b, 2);
+    d = llm_fp16_to_fp32(h);
+    memcpy(&h, b + 2, 2);
+    dmin = llm_fp16_to_fp32(h);
+    scales = b + 4;
+    q = b + 16;
+
+    for (int j = 0; j < LLM_QK_K / 64; j++) {
+        llm_scale_min_k4(2 * j, scales, &sc, &m);
+        d1 = d * sc;
+        m1 = dmin * m;
+        llm_scale_min_k4(2 * j + 1, scales, &sc, &m);
+        d2 = d * sc;
+        m2 = dmin * m;
+
+        for (int l = 0; l < 32; l++) {
+            y[l] = d1 * (q[l] & 0x0f) - m1;
+            y[l + 32] = d2 * (q[l] >> 4) - m2;
+        }
+
+        q += 32;
+        y += 64;
+    }
+}
+
+
+/* b: d, dmin, scales[12], qh[32], qs[128]; bit 2j of qh[l] is the fifth
+ * bit of low-nibble element l of pair j, bit 2j+1 of the high one */
+static void
+llm_block_q5_k(const uint8_t *b, float *y)
+{
+    float           d, dmin, d1, m1, d2, m2;
+    uint8_t         sc, m, u1, u2;
+    uint16_t        h;
+    const uint8_t  *scales, *qh, *q;
+
+    memcpy(&h, b, 2);
+    d = llm_fp16_to_fp32(h);
+    memcpy(&h, b + 2, 2);
+    dmin = llm_fp16_to_fp32(h);
+    scales = b + 4;
+    qh = b + 16;
+    q = b + 48;
+    u1 = 1;
+    u2 = 2;
+
+    for (int j = 0; j < LLM_QK_K / 64; j++) {
+        llm_scale_min_k4(2 * j, scales, &sc, &m);
+        d1 = d * sc;
+        m1 = dmin * m;
+        llm_scale_min_k4(2 * j + 1, scales, &sc, &m);
+        d2 = d * sc;
+        m2 = dmin * m;
+
+        for (int l = 0; l < 32; l++) {
+            y[l] = d1 * ((q[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
+            y[l + 32] = d2 * ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+
+        q += 32;
+        y += 64;
+        u1 <<= 2;
+        u2 <<= 2;
+    }
+}
+
+
+/* b: ql[128], qh[64], scales[16], d; each half of 128 elements uses 64
+ * bytes of ql, 32 of qh and 8 scales */
+static void
+llm_block_q6_k(const uint8_t *b, float *y)
+{
+    int             q1, q2, q3, q4, is;
+    float           d;
+    uint16_t        h;
+    const int8_t   *sc;
+    const uint8_t  *ql, *qh;
+
+    ql = b;
+    qh = b + 128;
+    sc = (const int8_t *) (b + 192);
+    memcpy(&h, b + 208, 2);
+    d = llm_fp16_to_fp32(h);
+
+    for (int half = 0; half < 2; half++) {
+        for (int l = 0; l < 32; l++) {
+            is = l / 16;
+            q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32;
+            q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+
+            y[l] = d * sc[is] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+        }
+
+        y += 128;
+        ql += 64;
+        qh += 32;
+        sc += 8;
+    }
+}
