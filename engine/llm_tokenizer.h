@@ -12,12 +12,53 @@
 #include "llm_model.h"
 
 
+typedef struct llm_gguf_s  llm_gguf_t;
+
+
+/* token types, as tokenizer.ggml.token_type numbers them */
+enum {
+    LLM_TOKEN_UNDEFINED = 0,
+    LLM_TOKEN_NORMAL = 1,
+    LLM_TOKEN_UNKNOWN = 2,
+    LLM_TOKEN_CONTROL = 3,
+    LLM_TOKEN_USER_DEFINED = 4,
+    LLM_TOKEN_UNUSED = 5,
+    LLM_TOKEN_BYTE = 6
+};
+
+/* flags of llm_tokenize_ex() */
+#define LLM_TOK_ADD_BOS        0x1
+#define LLM_TOK_PARSE_SPECIAL  0x2   /* control tokens in the text too */
+
+
+/* builds a tokenizer from a GGUF file's metadata; the file may hold
+ * no tensors (a vocabulary-only file) */
+int llm_tokenizer_load(llm_tokenizer_t **out, const char *path,
+    llm_err_t *err);
+/* the same from an open file; the tokenizer copies what it needs */
+int llm_tokenizer_from_gguf(llm_tokenizer_t **out, const llm_gguf_t *g,
+    llm_err_t *err);
+void llm_tokenizer_free(llm_tokenizer_t *t);
+
 int llm_tokenizer_n_vocab(const llm_tokenizer_t *t);
 int32_t llm_tokenizer_bos(const llm_tokenizer_t *t);     /* -1 if none */
 int32_t llm_tokenizer_eos(const llm_tokenizer_t *t);     /* -1 if none */
 
 /* true for tokens that end generation (eos, eot, ...) */
 int llm_tokenizer_is_eog(const llm_tokenizer_t *t, int32_t id);
+
+/* whether the model wants BOS in front of a prompt (add_bos_token) */
+int llm_tokenizer_wants_bos(const llm_tokenizer_t *t);
+
+/* LLM_TOKEN_*, or -1 for an id out of range */
+int llm_tokenizer_token_type(const llm_tokenizer_t *t, int32_t id);
+
+/* the token's text as the vocabulary spells it (U+2581 for spaces) */
+const char *llm_tokenizer_token_text(const llm_tokenizer_t *t, int32_t id,
+    size_t *len);
+
+/* the longest piece llm_token_piece() can return */
+size_t llm_tokenizer_max_piece(const llm_tokenizer_t *t);
 
 /*
  * Tokenizes len bytes of text (any bytes; invalid UTF-8 is tokenized
@@ -28,6 +69,10 @@ int llm_tokenizer_is_eog(const llm_tokenizer_t *t, int32_t id);
  */
 int llm_tokenize(const llm_tokenizer_t *t, const char *text, size_t len,
     int add_bos, int32_t *out, int cap, llm_err_t *err);
+
+/* the same with LLM_TOK_* flags */
+int llm_tokenize_ex(const llm_tokenizer_t *t, const char *text, size_t len,
+    int flags, int32_t *out, int cap, llm_err_t *err);
 
 /* the bytes a token stands for (byte tokens decoded, U+2581 -> space);
  * control tokens give an empty piece */
