@@ -19,6 +19,7 @@ typedef struct {
     int        n_vocab;
     float     *probs;         /* n_vocab scratch, allocated by init */
     int32_t   *index;         /* n_vocab scratch */
+    uint64_t  *keys;          /* n_vocab scratch: top-p sort keys */
 } llm_sampler_t;
 
 
