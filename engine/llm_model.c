@@ -74,6 +74,8 @@ typedef struct {
     float           *hb2;           /* (n_ff) up */
     float           *rope_cos;      /* (n_rot / 2) */
     float           *rope_sin;      /* (n_rot / 2) */
+    float           *xr;            /* (max(d, q_dim, n_ff)) a matmul's
+                                     * input rounded to the weights' type */
 } llm_state_t;
 
 
@@ -117,7 +119,8 @@ static void llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token,
     int pos, float *logits);
 static void rmsnorm(float *out, const float *x, const float *w, int n,
     float eps);
-static void matmul(float *out, const float *x, const llm_mat_t *w);
+static void matmul(float *out, const float *x, const llm_mat_t *w,
+    float *scratch);
 static void rope(float *v, int n_heads, int head_dim, int n_rot,
     const float *cos_t, const float *sin_t);
 static void softmax(float *x, int n);
@@ -576,9 +579,12 @@ llm_model_scratch(llm_model_t *m, llm_err_t *err)
     s = &m->s;
     d = c->n_embd;
 
-    /* one block: three of d, two of q_dim, two of n_ff, the rope table */
+    /* one block: three of d, two of q_dim, two of n_ff, the rope table,
+     * and the widest matmul input */
 
     n = 3 * d + 2 * m->q_dim + 2 * c->n_ff + m->n_rot;
+    n += d > m->q_dim ? (d > c->n_ff ? d : c->n_ff)
+                      : (m->q_dim > c->n_ff ? m->q_dim : c->n_ff);
 
     p = calloc((size_t) n, sizeof(float));
     if (p == NULL) {
@@ -595,6 +601,7 @@ llm_model_scratch(llm_model_t *m, llm_err_t *err)
     s->hb2 = s->hb + c->n_ff;
     s->rope_cos = s->hb2 + c->n_ff;
     s->rope_sin = s->rope_cos + m->n_rot / 2;
+    s->xr = s->rope_sin + m->n_rot / 2;
 
     return LLM_OK;
 }
@@ -771,9 +778,9 @@ llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token, int pos,
 
         rmsnorm(s->xb, s->x, l->attn_norm, d, c->norm_eps);
 
-        matmul(s->q, s->xb, &l->wq);
-        matmul(k, s->xb, &l->wk);
-        matmul(v, s->xb, &l->wv);
+        matmul(s->q, s->xb, &l->wq, s->xr);
+        matmul(k, s->xb, &l->wk, s->xr);
+        matmul(v, s->xb, &l->wv, s->xr);
 
         rope(s->q, c->n_head, hd, n_rot, s->rope_cos, s->rope_sin);
         rope(k, c->n_head_kv, hd, n_rot, s->rope_cos, s->rope_sin);
@@ -811,7 +818,7 @@ llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token, int pos,
             }
         }
 
-        matmul(s->xb2, s->att_out, &l->wo);
+        matmul(s->xb2, s->att_out, &l->wo, s->xr);
 
         for (int i = 0; i < d; i++) {
             s->x[i] += s->xb2[i];
@@ -821,8 +828,8 @@ llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token, int pos,
 
         rmsnorm(s->xb, s->x, l->ffn_norm, d, c->norm_eps);
 
-        matmul(s->hb, s->xb, &l->w_gate);
-        matmul(s->hb2, s->xb, &l->w_up);
+        matmul(s->hb, s->xb, &l->w_gate, s->xr);
+        matmul(s->hb2, s->xb, &l->w_up, s->xr);
 
         for (int i = 0; i < c->n_ff; i++) {
             float  g = s->hb[i];
@@ -830,7 +837,7 @@ llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token, int pos,
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
         }
 
-        matmul(s->xb2, s->hb, &l->w_down);
+        matmul(s->xb2, s->hb, &l->w_down, s->xr);
 
         for (int i = 0; i < d; i++) {
             s->x[i] += s->xb2[i];
@@ -842,7 +849,7 @@ llm_forward_token(llm_model_t *m, llm_kv_t *kv, int32_t token, int pos,
     }
 
     rmsnorm(s->xb, s->x, m->w.output_norm, d, c->norm_eps);
-    matmul(logits, s->xb, &m->w.output);
+    matmul(logits, s->xb, &m->w.output, s->xr);
 }
 
 
@@ -854,7 +861,7 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 
     ss = 0.0;
     for (int i = 0; i < n; i++) {
-        ss += (double) x[i] * x[i];
+        ss += x[i] * x[i];
     }
 
     scale = 1.0f / sqrtf((float) (ss / n) + eps);
@@ -866,16 +873,18 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 
 
 /*
- * out (rows) = W (rows, cols) x (cols).  The hot spot: nearly all the
+ * out (rows) = W (rows, cols) x (cols); scratch holds x rounded for
+ * f16 and bf16 weights (cols).  The hot spot: nearly all the
  * time of a token is spent here.  Rows are independent, which is where
  * threads will split the work.
  */
 static void
-matmul(float *out, const float *x, const llm_mat_t *w)
+matmul(float *out, const float *x, const llm_mat_t *w, float *scratch)
 {
     const char  *row;
 
     row = w->data;
+    x = llm_quant_round_act(w->type, x, scratch, w->cols);
 
     for (int r = 0; r < w->rows; r++) {
         out[r] = w->dot(row, x, w->cols);
@@ -908,7 +917,8 @@ rope(float *v, int n_heads, int head_dim, int n_rot, const float *cos_t,
 static void
 softmax(float *x, int n)
 {
-    float  max, sum;
+    float   max, inv;
+    double  sum;
 
     max = x[0];
     for (int i = 1; i < n; i++) {
@@ -917,13 +927,15 @@ softmax(float *x, int n)
         }
     }
 
-    sum = 0.0f;
+    sum = 0.0;
     for (int i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
 
+    inv = (float) (1.0 / sum);
+
     for (int i = 0; i < n; i++) {
-        x[i] /= sum;
+        x[i] *= inv;
     }
 }

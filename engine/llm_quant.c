@@ -163,6 +163,45 @@ llm_bf16_to_fp32(uint16_t h)
 }
 
 
+/* round to nearest even, NaN kept quiet */
+uint16_t
+llm_fp32_to_bf16(float f)
+{
+    uint32_t  bits;
+
+    memcpy(&bits, &f, 4);
+
+    if ((bits & 0x7fffffff) > 0x7f800000) {
+        return (uint16_t) ((bits >> 16) | 0x40);
+    }
+
+    bits += 0x7fff + ((bits >> 16) & 1);
+    return (uint16_t) (bits >> 16);
+}
+
+
+const float *
+llm_quant_round_act(uint32_t type, const float *x, float *out, int64_t n)
+{
+    switch (type) {
+    case LLM_TYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = llm_fp16_to_fp32(llm_fp32_to_fp16(x[i]));
+        }
+        return out;
+
+    case LLM_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            out[i] = llm_bf16_to_fp32(llm_fp32_to_bf16(x[i]));
+        }
+        return out;
+
+    default:
+        return x;
+    }
+}
+
+
 int
 llm_quant_supported(uint32_t type)
 {

@@ -23,6 +23,17 @@ float llm_fp16_to_fp32(uint16_t h);
 uint16_t llm_fp32_to_fp16(float f);
 float llm_bf16_to_fp32(uint16_t h);
 
+uint16_t llm_fp32_to_bf16(float f);
+
+/*
+ * Rounds activations the way the weights' type is multiplied: to f16
+ * for F16 and to bf16 for BF16 weights, as llama.cpp does, so that
+ * results agree with it to the last near-tie.  Returns x itself for
+ * the other types, else out (n floats).
+ */
+const float *llm_quant_round_act(uint32_t type, const float *x, float *out,
+    int64_t n);
+
 /* true if the engine can compute with weights of this type */
 int llm_quant_supported(uint32_t type);
 
