@@ -391,10 +391,7 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body,
     ngx_chain_t  *cl;
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        ngx_http_llm_error(err, NGX_HTTP_BAD_REQUEST, "invalid_request_error",
-                           NULL, "invalid_json",
-                           "The request body is empty: send a JSON object");
-        return NGX_DECLINED;
+        goto empty;
     }
 
     if (r->request_body->temp_file) {
@@ -414,6 +411,11 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body,
     if (cl->next == NULL) {
         body->data = b->pos;
         body->len = b->last - b->pos;
+
+        if (body->len == 0) {
+            goto empty;
+        }
+
         return NGX_OK;
     }
 
@@ -421,6 +423,10 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body,
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len == 0) {
+        goto empty;
     }
 
     p = ngx_pnalloc(r->pool, len);
@@ -436,6 +442,13 @@ ngx_http_llm_read_body(ngx_http_request_t *r, ngx_str_t *body,
     }
 
     return NGX_OK;
+
+empty:
+
+    ngx_http_llm_error(err, NGX_HTTP_BAD_REQUEST, "invalid_request_error",
+                       NULL, "invalid_json",
+                       "The request body is empty: send a JSON object");
+    return NGX_DECLINED;
 }
 
 
