@@ -805,8 +805,8 @@ llm_gguf_rd_str(llm_gguf_rd_t *rd, size_t *len, const char *what)
 
     if (n > rd->size - rd->off) {
         return llm_err_set(rd->err, LLM_EFORMAT,
-                           "%s: %s length %llu at offset %zu runs past the "
-                           "end of the file", rd->path, what,
+                           "%s: truncated: %s length %llu at offset %zu "
+                           "runs past the end", rd->path, what,
                            (unsigned long long) n, rd->off - 8);
     }
 
