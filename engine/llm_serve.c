@@ -62,11 +62,13 @@ typedef struct {
     uint64_t             t_start;
     uint64_t             t_first;
 
-    /* an event that did not fit in the ring yet */
+    uint32_t             finish;      /* reason once decided, else 0 */
+
+    /* an event that did not fit in the ring yet; everything above pend
+     * is reset when the sequence starts and ends */
     uint16_t             pend_type;   /* 0: none */
     uint32_t             pend_len;
     unsigned char        pend[LLM_EVENT_MAX];
-    uint32_t             finish;      /* reason once decided, else 0 */
 } llm_seq_t;
 
 

@@ -17,8 +17,9 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep);
 
 our $ROOT = abs_path(__FILE__ =~ s{t/lib/LLMTest\.pm$}{}r || '.');
-our $ENGINE = "$ROOT/build/llm-engine";
-our $MODULE = "$ROOT/build/ngx_http_llm_module.so";
+our $BUILD = $ENV{LLM_BUILD} || "$ROOT/build";
+our $ENGINE = "$BUILD/llm-engine";
+our $MODULE = "$BUILD/ngx_http_llm_module.so";
 our $NGINX = $ENV{NGINX} || '/usr/sbin/nginx';
 our $MODEL = "$ROOT/models/stories260K.gguf";
 our $FIXTURES = $ENV{LLM_FIXTURES} || abs_path("$ROOT/../shared/fixtures")
@@ -110,8 +111,12 @@ sub nginx_conf {
     my $engines = $o{engines}
         // "llm_engine default unix:$self->{socket};\n";
     my $workers = $o{workers} // 2;
+    # workers run as the test's own user, so they may use the engine's
+    # socket (mode 0660, owned by that user)
+    my $user = $> == 0 ? "user root;" : "";
     return <<"CONF";
 load_module $MODULE;
+$user
 worker_processes $workers;
 daemon off;
 master_process on;
