@@ -23,6 +23,7 @@ static void test_vocab(const char *name);
 static void test_unsupported(void);
 static void test_detok(void);
 static void test_api(void);
+static void test_special(void);
 static int32_t byte_token(const llm_tokenizer_t *t, int b);
 
 
@@ -39,6 +40,7 @@ main(void)
     test_vocab("ggml-vocab-phi-3");
     test_unsupported();
     test_api();
+    test_special();
     test_detok();
 
     return done_testing();
@@ -279,6 +281,61 @@ test_api(void)
     n = llm_tokenize(t, "\xff", 1, 0, ids, 64, &err);
     ok(n >= 1 && ids[n - 1] == byte_token(t, 0xff),
        "an invalid byte falls back to its byte token");
+
+    llm_tokenizer_free(t);
+}
+
+
+static int
+ids_are(const int32_t *ids, int n, const int32_t *want, int n_want)
+{
+    return n == n_want && memcmp(ids, want, (size_t) n * sizeof(int32_t))
+                          == 0;
+}
+
+
+/* phi-3: "</s>" is user-defined (always cut out of the text), "<|end|>"
+ * is a control token (only when asked) and ends generation */
+static void
+test_special(void)
+{
+    int               n;
+    char              path[1024];
+    size_t            len;
+    int32_t           ids[64];
+    llm_err_t         err = { 0 };
+    const char       *p;
+    llm_tokenizer_t  *t;
+    static const int32_t  plain[] = { 6324, 29966, 29989, 355, 29989, 29958,
+                                      2, 921 };
+    static const int32_t  special[] = { 6324, 32007, 2, 921 };
+
+    snprintf(path, sizeof(path), "%s/vocab/ggml-vocab-phi-3.gguf",
+             fixtures());
+
+    if (llm_tokenizer_load(&t, path, &err) != LLM_OK) {
+        ok(0, "phi-3 loads: %s", err.errstr);
+        return;
+    }
+
+    n = llm_tokenize_ex(t, "Hi<|end|></s>x", 14, 0, ids, 64, &err);
+    ok(ids_are(ids, n, plain, 8), "user-defined token cut out, control "
+       "token spelled out, a space prefix after the special token");
+
+    n = llm_tokenize_ex(t, "Hi<|end|></s>x", 14, LLM_TOK_PARSE_SPECIAL,
+                        ids, 64, &err);
+    ok(ids_are(ids, n, special, 4), "with PARSE_SPECIAL the control token "
+       "is one id");
+
+    ok(llm_tokenizer_is_eog(t, 32007) && llm_tokenizer_is_eog(t, 32000),
+       "<|end|> and <|endoftext|> end generation");
+    ok(!llm_tokenizer_is_eog(t, 32001), "<|assistant|> does not");
+
+    p = llm_token_piece(t, 2, &len);
+    ok(len == 4 && memcmp(p, "</s>", 4) == 0,
+       "a user-defined token prints as its text");
+    p = llm_token_piece(t, 32007, &len);
+    is_int(len, 0, "a control token prints nothing");
 
     llm_tokenizer_free(t);
 }
