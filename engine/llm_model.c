@@ -188,6 +188,7 @@ static int
 llm_model_hparams(llm_model_t *m, llm_err_t *err)
 {
     int            rc;
+    char           key[96];
     size_t         len;
     uint32_t       v;
     const char    *arch, *path;
@@ -304,16 +305,15 @@ llm_model_hparams(llm_model_t *m, llm_err_t *err)
     m->kv_dim = c->n_head_kv * c->head_dim;
 
     c->rope_base = 10000.0f;
-    rc = llm_gguf_get_f32(m->gguf, "llama.rope.freq_base", &c->rope_base,
-                          err);
-    if (rc == LLM_ERR) {
+    snprintf(key, sizeof(key), "%s.rope.freq_base", c->arch);
+    if (llm_gguf_get_f32(m->gguf, key, &c->rope_base, err) == LLM_ERR) {
         return LLM_ERR;
     }
 
     c->norm_eps = 1e-5f;
-    rc = llm_gguf_get_f32(m->gguf, "llama.attention.layer_norm_rms_epsilon",
-                          &c->norm_eps, err);
-    if (rc == LLM_ERR) {
+    snprintf(key, sizeof(key), "%s.attention.layer_norm_rms_epsilon",
+             c->arch);
+    if (llm_gguf_get_f32(m->gguf, key, &c->norm_eps, err) == LLM_ERR) {
         return LLM_ERR;
     }
 

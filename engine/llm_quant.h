@@ -16,7 +16,9 @@
 typedef float (*llm_dot_pt)(const void *row, const float *x, int64_t n);
 
 
-/* builds the f16 table; safe to call more than once, from any thread */
+/* builds the f16 table that every conversion below reads: call it
+ * before them (llm_model_load does); safe to call again, from any
+ * thread */
 void llm_quant_init(void);
 
 float llm_fp16_to_fp32(uint16_t h);
