@@ -1,0 +1,2 @@
+#!/usr/bin/perl
+exec "./build/t/test_quant" or die "run 'make units' first: $!\n";
