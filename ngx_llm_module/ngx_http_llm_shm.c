@@ -36,7 +36,7 @@ static void ngx_http_llm_process_all(ngx_http_llm_engine_t *e,
 static void ngx_http_llm_lost(ngx_http_llm_engine_t *e, ngx_err_t err,
     const char *why);
 static void ngx_http_llm_failed(ngx_http_llm_engine_t *e, ngx_uint_t level,
-    ngx_err_t err, const char *why);
+    ngx_err_t err, const char *fmt, ...);
 static void ngx_http_llm_close(ngx_http_llm_engine_t *e);
 static void ngx_http_llm_ring(ngx_http_llm_engine_t *e);
 static const char *ngx_http_llm_hello_status(ngx_uint_t status);
@@ -448,26 +448,25 @@ ngx_http_llm_attach(ngx_http_llm_engine_t *e)
     ngx_memcpy(&w, e->welcome, sizeof(llm_welcome_t));
 
     if (w.magic != LLM_PROTO_MAGIC || w.version != LLM_PROTO_VERSION) {
-        ngx_log_error(NGX_LOG_ERR, e->log, 0,
-                      "llm engine \"%V\" speaks another protocol: "
-                      "magic %08xD version %uD, expected %08xD version %uD",
-                      &e->name, w.magic, (uint32_t) w.version,
-                      LLM_PROTO_MAGIC, (uint32_t) LLM_PROTO_VERSION);
-        ngx_http_llm_failed(e, NGX_LOG_ERR, 0, "bad welcome");
+        ngx_http_llm_failed(e, NGX_LOG_ERR, 0,
+                            "the engine speaks another protocol: "
+                            "magic %08xD version %uD, expected %08xD "
+                            "version %uD", w.magic, (uint32_t) w.version,
+                            LLM_PROTO_MAGIC, (uint32_t) LLM_PROTO_VERSION);
         return NGX_ERROR;
     }
 
     if (w.status != LLM_HELLO_OK) {
-        ngx_log_error(NGX_LOG_ERR, e->log, 0,
-                      "llm engine \"%V\" refused this worker: %s",
-                      &e->name, ngx_http_llm_hello_status(w.status));
-        ngx_http_llm_failed(e, NGX_LOG_ERR, 0, "handshake refused");
+        ngx_http_llm_failed(e, NGX_LOG_ERR, 0,
+                            "the engine refused this worker: %s",
+                            ngx_http_llm_hello_status(w.status));
         return NGX_ERROR;
     }
 
     if (e->nfds != 3) {
         ngx_http_llm_failed(e, NGX_LOG_ERR, 0,
-                            "the welcome did not carry 3 descriptors");
+                            "the welcome carried %ui descriptors, not 3",
+                            e->nfds);
         return NGX_ERROR;
     }
 
@@ -518,10 +517,7 @@ ngx_http_llm_attach(ngx_http_llm_engine_t *e)
     }
 
     if (why) {
-        ngx_log_error(NGX_LOG_ERR, e->log, 0,
-                      "llm engine \"%V\": bad shared memory: %s",
-                      &e->name, why);
-        ngx_http_llm_failed(e, NGX_LOG_ERR, 0, "bad shared memory");
+        ngx_http_llm_failed(e, NGX_LOG_ERR, 0, "bad shared memory: %s", why);
         return NGX_ERROR;
     }
 
@@ -701,8 +697,18 @@ ngx_http_llm_lost(ngx_http_llm_engine_t *e, ngx_err_t err, const char *why)
 
 static void
 ngx_http_llm_failed(ngx_http_llm_engine_t *e, ngx_uint_t level, ngx_err_t err,
-    const char *why)
+    const char *fmt, ...)
 {
+    u_char   *p;
+    va_list   args;
+    u_char    why[NGX_MAX_ERROR_STR];
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(why, why + sizeof(why) - 1, fmt, args);
+    va_end(args);
+
+    *p = '\0';
+
     /* an engine that is down is said once, then only at info level */
 
     if (e->failures++ && level >= NGX_LOG_ERR) {
