@@ -1135,6 +1135,21 @@ llm_tpl_filter(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
         if (llm_tpl_arg_str(r, a, 0, "name", &s) != 1) {
             return llm_tpl_fail(r, "attr() needs an attribute name");
         }
+
+        /* an attribute only: a dict's keys are not its attributes */
+        if (v->type == LLM_TPL_DICT) {
+            rc = llm_tpl_method(r, v, s, out);
+            if (rc < 0) {
+                return LLM_ERR;
+            }
+
+            if (rc == 0) {
+                *out = llm_tpl_undef(r, "'dict object' has no attribute"
+                                     " '%.*s'", (int) s.len, s.p);
+            }
+            return LLM_OK;
+        }
+
         return llm_tpl_getattr(r, v, s, out);
 
     case LLM_TPL_F_CAPITALIZE:
@@ -3965,7 +3980,12 @@ llm_tpl_format_percent(llm_tpl_render_t *r, llm_tpl_buf_t *b,
                 s.len = j;
             }
 
+            /* printf right-aligns strings unless told "-" */
             sp.zero = 0;
+            if (sp.align == 0) {
+                sp.align = '>';
+            }
+
             if (llm_tpl_pad(r, b, s.p, s.len, &sp, 0, 0) != LLM_OK) {
                 return LLM_ERR;
             }
@@ -4043,6 +4063,10 @@ llm_tpl_format_percent(llm_tpl_render_t *r, llm_tpl_buf_t *b,
 
             } else {
                 return llm_tpl_fail(r, "%%c requires an int or a char");
+            }
+
+            if (sp.align == 0) {
+                sp.align = '>';
             }
 
             if (llm_tpl_pad(r, b, s.p, s.len, &sp, 0, 0) != LLM_OK) {
@@ -4333,7 +4357,11 @@ llm_tpl_strftime(llm_tpl_render_t *r, llm_tpl_buf_t *b, llm_tpl_str_t fmt,
         }
 
         if (s == NULL) {
-            snprintf(tmp, sizeof(tmp), pad ? "%0*d" : "%d", width, v);
+            if (pad) {
+                snprintf(tmp, sizeof(tmp), "%0*d", width, v);
+            } else {
+                snprintf(tmp, sizeof(tmp), "%d", v);
+            }
             s = tmp;
         }
 
