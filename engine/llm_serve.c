@@ -797,6 +797,7 @@ llm_serve_emit(llm_server_t *srv, llm_seq_t *q, uint16_t type,
          * between our look and the flag cannot leave us waiting.
          */
         atomic_store_explicit(&s->engine_waiting, 1, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
     }
 
     q->paused = 1;

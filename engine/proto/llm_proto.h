@@ -21,7 +21,7 @@
 
 
 #define LLM_PROTO_MAGIC       0x314d4c4cu    /* "LLM1" */
-#define LLM_PROTO_VERSION     1
+#define LLM_PROTO_VERSION     2
 
 #define LLM_CACHE_LINE        64
 #define LLM_MAX_MODELS        16
@@ -166,7 +166,16 @@ static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4,
  * A CAS that fails tells its maker that the other side moved first: a
  * worker whose SUBMITTED/RUNNING -> CANCELLED fails finds FINISHED and
  * frees the slot itself; an engine whose RUNNING -> FINISHED fails finds
- * CANCELLED and frees it.
+ * CANCELLED and frees it.  A worker may read DONE before the slot is
+ * FINISHED; it then cancels, which ends the same way.  A FREE slot's
+ * owner bits are zero.
+ *
+ * Back-pressure: when the ring has no room the engine stores
+ * engine_waiting = 1, issues a seq_cst fence and looks at tail again; the
+ * worker, after publishing tail, issues a seq_cst fence and reads
+ * engine_waiting, and if it is set clears it and rings the engine's
+ * doorbell.  The two fences make a lost wake-up impossible.  Doorbells
+ * are non-blocking eventfds shared by both processes.
  */
 
 enum {
@@ -207,10 +216,33 @@ static_assert(offsetof(llm_slot_t, tail) == 2 * LLM_CACHE_LINE, "tail line");
 
 /*
  * Request (worker -> engine): compact JSON of req_len bytes in the
- * request area, validated by the module and again by the engine:
+ * request area, validated by the module and again by the engine.  Unknown
+ * fields are ignored; a field of the wrong type or out of range is an
+ * ERROR event (400, invalid_request_error, the field's name in code).
  *
- *   {"id":"cmpl-...","model":"NAME","prompt":"TEXT","max_tokens":N,
- *    "temperature":T,"top_p":P,"seed":S,"stream":B}
+ *   "id"                 string, the request id for logs ("cmpl-...")
+ *   "model"              string, a name from the header's model table
+ *   exactly one of:
+ *   "prompt"             string: a completion, tokenized with BOS
+ *   "prompt_tokens"      array of token ids: a completion, used as given
+ *   "messages"           array of {"role": string, "content": string}:
+ *                        a chat, rendered with the model's own template
+ *                        and the generation prompt, special tokens parsed
+ *   "max_tokens"         integer >= 1 (16)
+ *   "temperature"        number 0..2 (1); 0 is greedy
+ *   "top_p"              number (0, 1] (1)
+ *   "top_k"              integer >= 0 (0: off)
+ *   "min_p"              number 0..1 (0: off)
+ *   "seed"               integer (from the clock)
+ *   "presence_penalty"   number -2..2 (0)
+ *   "frequency_penalty"  number -2..2 (0)
+ *   "repetition_penalty" number (0, 10] (1)
+ *   "logit_bias"         object {"TOKEN_ID": number -100..100}
+ *   "stop"               array of at most 4 non-empty strings
+ *   "logprobs"           integer 0..20: send a LOGPROBS event before each
+ *                        TOKEN, with that many alternatives (absent: none)
+ *   "priority"           integer, higher is admitted first (0)
+ *   "stream"             boolean, for the engine's log only
  */
 
 
@@ -224,7 +256,8 @@ static_assert(offsetof(llm_slot_t, tail) == 2 * LLM_CACHE_LINE, "tail line");
 enum {
     LLM_EV_TOKEN = 1,
     LLM_EV_DONE,
-    LLM_EV_ERROR
+    LLM_EV_ERROR,
+    LLM_EV_LOGPROBS
 };
 
 typedef struct {
@@ -235,7 +268,7 @@ typedef struct {
 
 static_assert(sizeof(llm_event_t) == 8, "llm_event_t layout");
 
-#define LLM_EVENT_MAX         4096
+#define LLM_EVENT_MAX         8192
 #define llm_event_size(len)   ((sizeof(llm_event_t) + (len) + 7) & ~(size_t) 7)
 
 
@@ -247,6 +280,37 @@ typedef struct {
 } llm_ev_token_t;
 
 static_assert(sizeof(llm_ev_token_t) == 8, "llm_ev_token_t layout");
+
+
+/*
+ * LOGPROBS, when the request asked for them, right before the TOKEN it
+ * describes: this header and the sampled token's own piece (piece_len
+ * bytes, at most LLM_PIECE_MAX), then n_top alternatives, most likely
+ * first, each an llm_ev_alt_t followed by its piece.  Log-probabilities
+ * are under the model's distribution (temperature 1, before truncation).
+ */
+#define LLM_PIECE_MAX         256
+#define LLM_LOGPROBS_MAX      20
+
+typedef struct {
+    int32_t   token;
+    float     logprob;
+    uint16_t  n_top;        /* 0..LLM_LOGPROBS_MAX */
+    uint16_t  piece_len;
+} llm_ev_logprobs_t;
+
+typedef struct {
+    int32_t   token;
+    float     logprob;
+    uint16_t  piece_len;
+    uint16_t  reserved;
+} llm_ev_alt_t;
+
+static_assert(sizeof(llm_ev_logprobs_t) == 12, "llm_ev_logprobs_t layout");
+static_assert(sizeof(llm_ev_alt_t) == 12, "llm_ev_alt_t layout");
+static_assert(sizeof(llm_ev_logprobs_t) + LLM_PIECE_MAX
+              + LLM_LOGPROBS_MAX * (sizeof(llm_ev_alt_t) + LLM_PIECE_MAX)
+              <= LLM_EVENT_MAX, "a LOGPROBS event fits in one record");
 
 
 enum {

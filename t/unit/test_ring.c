@@ -19,7 +19,7 @@
 #include "llm_ring.h"
 
 
-#define RING_SIZE   8192
+#define RING_SIZE   16384
 #define N_RECORDS   200000
 
 
