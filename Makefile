@@ -85,3 +85,30 @@ deps:
 
 clean:
 	rm -rf $(BUILD)
+
+# make fuzz: the template interpreter under libFuzzer, ASan and UBSan for
+# FUZZ_SECONDS, from a corpus seeded with the chat fixtures
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FIXTURES     ?= ../shared/fixtures
+FUZZ_SRCS    := $(wildcard engine/llm_template*.c) engine/llm_common.c
+
+.PHONY: fuzz
+
+fuzz: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
+	@mkdir -p $(BUILD)/fuzz/corpus
+	$(BUILD)/fuzz/seed_template $(FIXTURES)/chat $(BUILD)/fuzz/corpus \
+	    $(BUILD)/fuzz/template.dict
+	$(BUILD)/fuzz/fuzz_template -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -dict=$(BUILD)/fuzz/template.dict $(BUILD)/fuzz/corpus
+
+$(BUILD)/fuzz/fuzz_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -Iengine -o $@ $< $(FUZZ_SRCS) \
+	    -ljansson -lm
+
+$(BUILD)/fuzz/seed_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -DLLM_TEMPLATE_SEED_MAIN -Iengine -o $@ $< \
+	    $(FUZZ_SRCS) -ljansson -lm
