@@ -1,0 +1,2 @@
+#!/usr/bin/perl
+exec "./build/t/test_sampling" or die "run make first: $!\n";
