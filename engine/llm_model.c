@@ -939,3 +939,10 @@ softmax(float *x, int n)
         x[i] *= inv;
     }
 }
+
+
+const llm_gguf_t *
+llm_model_gguf(const llm_model_t *m)
+{
+    return m->gguf;
+}

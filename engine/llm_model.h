@@ -39,6 +39,11 @@ void llm_model_free(llm_model_t *m);
 const llm_config_t *llm_model_config(const llm_model_t *m);
 const llm_tokenizer_t *llm_model_tokenizer(const llm_model_t *m);
 
+/* the mapped GGUF file, for metadata the model itself does not use
+ * (tokenizer.chat_template, general.name ...) */
+typedef struct llm_gguf_s  llm_gguf_t;
+const llm_gguf_t *llm_model_gguf(const llm_model_t *m);
+
 
 /* the KV cache of one sequence, room for n_ctx positions */
 llm_kv_t *llm_kv_new(const llm_model_t *m, int n_ctx, llm_err_t *err);

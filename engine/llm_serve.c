@@ -24,10 +24,13 @@
 #include "llm_ipc.h"
 #include "llm_log.h"
 #include "llm_model.h"
+#include "llm_request.h"
 #include "llm_ring.h"
 #include "llm_sampler.h"
 #include "llm_serve.h"
+#include "llm_template.h"
 #include "llm_tokenizer.h"
+#include "llm_gguf.h"
 
 
 #define LLM_PREFILL_CHUNK   256       /* prompt tokens per step */
@@ -39,6 +42,10 @@ typedef struct {
     llm_model_t         *model;
     const llm_config_t  *cfg;
     int                  n_ctx;       /* served context length */
+    llm_template_t      *tpl;         /* chat template, or NULL */
+    char                 tpl_err[LLM_ERRSTR_MAX];
+    const char          *bos;         /* token texts for the template */
+    const char          *eos;
 } llm_serve_model_t;
 
 
@@ -51,24 +58,26 @@ typedef struct {
     llm_kv_t            *kv;
     llm_sampler_t        sampler;
     llm_detok_t          detok;
+    llm_stop_t           stop;
     int32_t             *tokens;      /* prompt, then generated; n_ctx */
     int                  n_prompt;
     int                  n_tokens;    /* prompt + generated so far */
     int                  n_past;      /* tokens whose K/V are cached */
     int                  max_tokens;
     int                  n_gen;
+    int                  logprobs;    /* alternatives wanted, -1: none */
     float               *logits;      /* n_vocab */
     uint64_t             t_submit;
     uint64_t             t_start;
     uint64_t             t_first;
-
     uint32_t             finish;      /* reason once decided, else 0 */
 
-    /* an event that did not fit in the ring yet; everything above pend
-     * is reset when the sequence starts and ends */
-    uint16_t             pend_type;   /* 0: none */
-    uint32_t             pend_len;
-    unsigned char        pend[LLM_EVENT_MAX];
+    /* events not yet in the ring, in order: records of llm_event_t and
+     * payload; everything above out_len is reset when a sequence starts
+     * and ends */
+    size_t               out_len;
+    size_t               out_off;
+    unsigned char        out[2 * LLM_EVENT_MAX + 1024];
 } llm_seq_t;
 
 
@@ -92,15 +101,20 @@ static void llm_serve_loop(llm_server_t *srv);
 static void llm_serve_admit(llm_server_t *srv);
 static int llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
     const char *req, size_t len);
+static int llm_serve_prompt(llm_server_t *srv, llm_seq_t *q,
+    llm_request_t *rq);
 static void llm_serve_step(llm_server_t *srv, llm_seq_t *q);
-static int llm_serve_emit(llm_server_t *srv, llm_seq_t *q, uint16_t type,
-    const void *a, uint32_t alen, const void *b, uint32_t blen);
+static void llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a,
+    size_t alen, const void *b, size_t blen);
+static int llm_serve_flush(llm_server_t *srv, llm_seq_t *q);
+static void llm_serve_logprobs(llm_seq_t *q, int32_t id, float logprob,
+    const int32_t *ids, const float *lps, int n);
 static void llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
     const char *type, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-static void llm_serve_done(llm_server_t *srv, llm_seq_t *q);
 static void llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished);
 static void llm_serve_reclaim(void *data, uint32_t slot);
+static int llm_serve_template(llm_serve_model_t *m);
 static void llm_serve_signal(int signo);
 
 
@@ -298,6 +312,9 @@ llm_serve_main(int argc, char **argv)
     llm_ipc_free(&srv->ipc);
 
     for (int i = 0; i < srv->n_models; i++) {
+        llm_template_free(srv->models[i].tpl);
+        free((char *) srv->models[i].bos);
+        free((char *) srv->models[i].eos);
         llm_model_free(srv->models[i].model);
     }
     free(srv->seqs);
@@ -342,9 +359,74 @@ llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap)
                                                             : ctx_cap;
     srv->n_models++;
 
+    if (llm_serve_template(m) != LLM_OK) {
+        return LLM_ERR;
+    }
+
     llm_log(LLM_LOG_INFO, "model %s: %s, %s, %d layers, d=%d, vocab %d, "
             "context %d", m->name, eq + 1, m->cfg->arch, m->cfg->n_layer,
             m->cfg->n_embd, m->cfg->n_vocab, m->n_ctx);
+
+    return LLM_OK;
+}
+
+
+/*
+ * The model's chat template, parsed once.  A model without one gets
+ * ChatML, and the log says so; a template that does not parse leaves chat
+ * requests failing with the reason, and completions working.
+ */
+static int
+llm_serve_template(llm_serve_model_t *m)
+{
+    int                     rc;
+    size_t                  len;
+    int32_t                 id;
+    llm_err_t               err;
+    const char             *src, *text;
+    const llm_tokenizer_t  *tok;
+
+    static const char  chatml[] =
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+        " + '<|im_end|>' + '\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+        "{% endif %}";
+
+    tok = llm_model_tokenizer(m->model);
+
+    id = llm_tokenizer_bos(tok);
+    text = llm_tokenizer_token_text(tok, id, &len);
+    m->bos = strndup(id >= 0 ? text : "", id >= 0 ? len : 0);
+    id = llm_tokenizer_eos(tok);
+    text = llm_tokenizer_token_text(tok, id, &len);
+    m->eos = strndup(id >= 0 ? text : "", id >= 0 ? len : 0);
+    if (m->bos == NULL || m->eos == NULL) {
+        fprintf(stderr, "llm-engine: out of memory\n");
+        return LLM_ERR;
+    }
+
+    rc = llm_gguf_get_str(llm_model_gguf(m->model), "tokenizer.chat_template",
+                          &src, &len, &err);
+    if (rc == LLM_ERR) {
+        fprintf(stderr, "llm-engine: %s\n", err.errstr);
+        return LLM_ERR;
+    }
+
+    if (rc != LLM_OK) {
+        llm_log(LLM_LOG_INFO, "model %s has no chat template, using ChatML",
+                m->name);
+        src = chatml;
+        len = sizeof(chatml) - 1;
+    }
+
+    if (llm_template_parse(&m->tpl, src, len, &err) != LLM_OK) {
+        m->tpl = NULL;
+        snprintf(m->tpl_err, sizeof(m->tpl_err), "%s", err.errstr);
+        llm_log(LLM_LOG_WARN, "model %s: chat template: %s; chat requests "
+                "will fail", m->name, err.errstr);
+    }
 
     return LLM_OK;
 }
@@ -444,7 +526,7 @@ llm_serve_admit(llm_server_t *srv)
             }
         }
 
-        memset(q, 0, offsetof(llm_seq_t, pend));
+        memset(q, 0, offsetof(llm_seq_t, out_len));
         q->active = 1;
         q->slot = i;
         q->owner = llm_slot_owner(w);
@@ -481,140 +563,84 @@ llm_serve_admit(llm_server_t *srv)
 }
 
 
-static int
-llm_json_number(json_t *o, const char *key, double lo, double hi,
-    double *out)
-{
-    json_t  *v;
-
-    v = json_object_get(o, key);
-    if (v == NULL || json_is_null(v)) {
-        return 0;
-    }
-    if (!json_is_number(v)) {
-        return -1;
-    }
-    *out = json_number_value(v);
-    if (!(*out >= lo && *out <= hi)) {
-        return -1;
-    }
-    return 0;
-}
-
-
-/* parses and checks the request, then tokenizes the prompt */
+/* parses and checks the request, builds the prompt, sets up sampling */
 static int
 llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
     const char *req, size_t len)
 {
-    int                     n;
-    double                  temperature, top_p, max_tokens, seed;
-    json_t                 *root, *v;
-    const char             *name, *prompt;
-    size_t                  prompt_len;
-    llm_err_t               err;
-    json_error_t            jerr;
-    llm_serve_model_t      *m;
-    const llm_tokenizer_t  *tok;
+    llm_err_t           err;
+    llm_request_t       rq;
+    llm_serve_model_t  *m;
+    llm_request_err_t   re;
 
     (void) slot;
 
-    root = json_loadb(req, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL || !json_is_object(root)) {
-        json_decref(root);
-        llm_serve_error(srv, q, 400, "invalid_request_error", "",
-                        "request is not a JSON object");
+    if (llm_request_parse(&rq, req, len, llm_now_us() ^ (uint64_t) q->slot,
+                          &re)
+        != LLM_OK)
+    {
+        llm_serve_error(srv, q, re.status, re.type, re.code, "%s",
+                        re.message);
         return LLM_ERR;
     }
 
-    v = json_object_get(root, "model");
-    name = json_is_string(v) ? json_string_value(v) : NULL;
     m = NULL;
-    for (int i = 0; name != NULL && i < srv->n_models; i++) {
-        if (strcmp(srv->models[i].name, name) == 0) {
+    for (int i = 0; i < srv->n_models; i++) {
+        if (strcmp(srv->models[i].name, rq.model) == 0) {
             m = &srv->models[i];
             break;
         }
     }
     if (m == NULL) {
-        json_decref(root);
-        llm_serve_error(srv, q, 400, "invalid_request_error",
+        llm_request_free(&rq);
+        llm_serve_error(srv, q, 404, "invalid_request_error",
                         "model_not_found", "the model does not exist");
         return LLM_ERR;
     }
 
-    v = json_object_get(root, "prompt");
-    if (!json_is_string(v)) {
-        json_decref(root);
-        llm_serve_error(srv, q, 400, "invalid_request_error", "",
-                        "prompt must be a string");
-        return LLM_ERR;
-    }
-    prompt = json_string_value(v);
-    prompt_len = json_string_length(v);
-
-    temperature = 1.0;
-    top_p = 1.0;
-    max_tokens = 16;
-    seed = (double) (llm_now_us() & 0xffffffffu);
-
-    if (llm_json_number(root, "temperature", 0, 2, &temperature) != 0
-        || llm_json_number(root, "top_p", 0, 1, &top_p) != 0
-        || llm_json_number(root, "max_tokens", 1, 1 << 30, &max_tokens) != 0
-        || llm_json_number(root, "seed", -9.3e18, 9.3e18, &seed) != 0
-        || top_p == 0)
-    {
-        json_decref(root);
-        llm_serve_error(srv, q, 400, "invalid_request_error", "",
-                        "a sampling parameter is out of range");
-        return LLM_ERR;
-    }
-
     q->m = m;
-    q->max_tokens = (int) max_tokens;
+    q->max_tokens = rq.max_tokens;
+    q->logprobs = rq.logprobs;
 
     q->tokens = malloc(sizeof(int32_t) * (size_t) m->n_ctx);
     q->logits = malloc(sizeof(float) * (size_t) m->cfg->n_vocab);
     if (q->tokens == NULL || q->logits == NULL) {
-        json_decref(root);
-        llm_serve_error(srv, q, 503, "server_error", "",
-                        "engine out of memory");
+        llm_request_free(&rq);
+        llm_serve_error(srv, q, 503, "server_error", "", "out of memory");
         return LLM_ERR;
     }
 
-    tok = llm_model_tokenizer(m->model);
-    n = llm_tokenize(tok, prompt, prompt_len, 1, q->tokens, m->n_ctx, &err);
-    json_decref(root);
-
-    if (n < 0) {
-        llm_serve_error(srv, q, 400, "invalid_request_error", "",
-                        "prompt: %s", err.errstr);
-        return LLM_ERR;
-    }
-    if (n == 0) {
-        llm_serve_error(srv, q, 400, "invalid_request_error", "",
-                        "prompt is empty");
-        return LLM_ERR;
-    }
-    if (n >= m->n_ctx) {
-        llm_serve_error(srv, q, 400, "invalid_request_error",
-                        "context_length_exceeded",
-                        "prompt is %d tokens, the context holds %d", n,
-                        m->n_ctx);
+    if (llm_serve_prompt(srv, q, &rq) != LLM_OK) {
+        llm_request_free(&rq);
         return LLM_ERR;
     }
 
-    q->n_prompt = n;
-    q->n_tokens = n;
-
-    if (llm_sampler_init(&q->sampler, m->cfg->n_vocab, (float) temperature,
-                         (float) top_p, (uint64_t) (int64_t) seed, &err)
-        != LLM_OK)
+    if (llm_sampler_init(&q->sampler, m->cfg->n_vocab, rq.temperature,
+                         rq.top_p, rq.seed, &err) != LLM_OK
+        || llm_sampler_set_penalties(&q->sampler, rq.repetition_penalty,
+                                     rq.frequency_penalty,
+                                     rq.presence_penalty, &err) != LLM_OK
+        || llm_sampler_set_bias(&q->sampler, rq.bias_ids, rq.bias, rq.n_bias,
+                                &err) != LLM_OK)
     {
-        llm_serve_error(srv, q, 503, "server_error", "", "%s", err.errstr);
+        llm_request_free(&rq);
+        llm_serve_error(srv, q, err.err == LLM_ENOMEM ? 503 : 400,
+                        err.err == LLM_ENOMEM ? "server_error"
+                                              : "invalid_request_error",
+                        err.err == LLM_ENOMEM ? "" : "logit_bias",
+                        "%s", err.errstr);
         return LLM_ERR;
     }
+    q->sampler.top_k = rq.top_k;
+    q->sampler.min_p = rq.min_p;
+
+    for (int i = 0; i < q->n_prompt; i++) {
+        llm_sampler_accept(&q->sampler, q->tokens[i], 0);
+    }
+
     llm_detok_init(&q->detok);
+    llm_stop_init(&q->stop, &rq);
+    llm_request_free(&rq);
 
     q->kv = llm_kv_new(m->model, m->n_ctx, &err);
     if (q->kv == NULL) {
@@ -623,7 +649,117 @@ llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
     }
 
     atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_PROMPT_TOKENS],
-                              (uint64_t) n, memory_order_relaxed);
+                              (uint64_t) q->n_prompt, memory_order_relaxed);
+    return LLM_OK;
+}
+
+
+/* the prompt's tokens: text tokenized, ids checked, or a chat rendered */
+static int
+llm_serve_prompt(llm_server_t *srv, llm_seq_t *q, llm_request_t *rq)
+{
+    int                     n, flags, bos;
+    char                   *text;
+    size_t                  text_len, i;
+    json_t                 *v;
+    llm_err_t               err;
+    llm_serve_model_t      *m;
+    llm_template_vars_t     vars;
+    const llm_tokenizer_t  *tok;
+
+    m = q->m;
+    tok = llm_model_tokenizer(m->model);
+    bos = llm_tokenizer_bos(tok);
+    n = 0;
+
+    switch (rq->kind) {
+
+    case LLM_PROMPT_TOKENS:
+        if (json_array_size(rq->tokens) >= (size_t) m->n_ctx) {
+            n = (int) json_array_size(rq->tokens);
+            break;
+        }
+        json_array_foreach(rq->tokens, i, v) {
+            if (json_integer_value(v) >= m->cfg->n_vocab) {
+                llm_serve_error(srv, q, 400, "invalid_request_error",
+                                "prompt_tokens", "token %lld is not in the "
+                                "vocabulary of %d",
+                                (long long) json_integer_value(v),
+                                m->cfg->n_vocab);
+                return LLM_ERR;
+            }
+            q->tokens[n++] = (int32_t) json_integer_value(v);
+        }
+        break;
+
+    case LLM_PROMPT_CHAT:
+        if (m->tpl == NULL) {
+            llm_serve_error(srv, q, 500, "server_error", "chat_template",
+                            "the model's chat template is unusable: %s",
+                            m->tpl_err);
+            return LLM_ERR;
+        }
+
+        memset(&vars, 0, sizeof(vars));
+        vars.messages = rq->messages;
+        vars.bos_token = m->bos;
+        vars.eos_token = m->eos;
+        vars.add_generation_prompt = 1;
+
+        if (llm_template_render(m->tpl, &vars, &text, &text_len, &err)
+            != LLM_OK)
+        {
+            /* raise_exception(): the template refused the conversation */
+            llm_serve_error(srv, q, err.err == LLM_EINVAL ? 400 : 500,
+                            err.err == LLM_EINVAL ? "invalid_request_error"
+                                                  : "server_error",
+                            "messages", "%s", err.errstr);
+            return LLM_ERR;
+        }
+
+        llm_log(LLM_LOG_DEBUG, "slot %u: chat rendered to %zu bytes",
+                q->slot, text_len);
+
+        /* the template writes BOS itself where the model wants it */
+        n = llm_tokenize_ex(tok, text, text_len, LLM_TOK_PARSE_SPECIAL,
+                            q->tokens, m->n_ctx, &err);
+        free(text);
+        if (n >= 0 && n < m->n_ctx && bos >= 0
+            && llm_tokenizer_wants_bos(tok) && (n == 0 || q->tokens[0] != bos))
+        {
+            memmove(q->tokens + 1, q->tokens, sizeof(int32_t) * (size_t) n);
+            q->tokens[0] = bos;
+            n++;
+        }
+        break;
+
+    default: /* LLM_PROMPT_TEXT */
+        flags = llm_tokenizer_wants_bos(tok) ? LLM_TOK_ADD_BOS : 0;
+        n = llm_tokenize_ex(tok, rq->prompt, rq->prompt_len, flags,
+                            q->tokens, m->n_ctx, &err);
+        break;
+    }
+
+    if (n < 0) {
+        llm_serve_error(srv, q, 400, "invalid_request_error", "prompt",
+                        "%s", err.errstr);
+        return LLM_ERR;
+    }
+    if (n == 0) {
+        llm_serve_error(srv, q, 400, "invalid_request_error", "prompt",
+                        "the prompt is empty");
+        return LLM_ERR;
+    }
+    if (n >= m->n_ctx) {
+        llm_serve_error(srv, q, 400, "invalid_request_error",
+                        "context_length_exceeded",
+                        "the prompt is %d tokens, the context holds %d", n,
+                        m->n_ctx);
+        return LLM_ERR;
+    }
+
+    q->n_prompt = n;
+    q->n_tokens = n;
     return LLM_OK;
 }
 
@@ -632,16 +768,19 @@ llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
 static void
 llm_serve_step(llm_server_t *srv, llm_seq_t *q)
 {
-    int              n;
-    float            logprob;
-    size_t           tlen;
-    int32_t          id;
-    uint16_t         type;
-    uint32_t         w;
-    llm_err_t        err;
-    llm_slot_t      *s;
-    llm_ev_token_t   ev;
-    char             text[LLM_TEXT_MAX];
+    int                     n, stopped, n_top;
+    float                   logprob, top_lps[LLM_LOGPROBS_MAX];
+    int32_t                 top_ids[LLM_LOGPROBS_MAX];
+    size_t                  tlen, olen;
+    int32_t                 id;
+    uint32_t                w;
+    llm_err_t               err;
+    llm_slot_t             *s;
+    llm_ev_token_t          ev;
+    llm_ev_done_t           d;
+    const llm_tokenizer_t  *tok;
+    char                    text[LLM_TEXT_MAX];
+    char                    out[LLM_TEXT_MAX + 2 * LLM_STOP_LEN_MAX];
 
     s = llm_shm_slot(srv->ipc.base, srv->ipc.hdr, q->slot);
     w = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -656,27 +795,12 @@ llm_serve_step(llm_server_t *srv, llm_seq_t *q)
     }
 
     /* first deliver what did not fit before */
-    if (q->pend_type != 0) {
-        type = q->pend_type;
-        if (llm_serve_emit(srv, q, type, q->pend, q->pend_len, NULL, 0)
-            != LLM_OK)
-        {
+    if (q->out_len) {
+        if (llm_serve_flush(srv, q) != LLM_OK) {
             return;
         }
-        q->pend_type = 0;
-
-        if (type != LLM_EV_TOKEN) {
-            /* DONE or ERROR: the sequence is over */
-            llm_serve_release(srv, q, 1);
-            return;
-        }
-
-        atomic_fetch_add_explicit(
-            &srv->ipc.hdr->stats[LLM_STAT_COMPLETION_TOKENS], 1,
-            memory_order_relaxed);
-
         if (q->finish) {
-            llm_serve_done(srv, q);
+            llm_serve_release(srv, q, 1);
             return;
         }
     }
@@ -685,154 +809,233 @@ llm_serve_step(llm_server_t *srv, llm_seq_t *q)
         q->t_start = llm_now_us();
     }
 
-    /* prompt: one chunk per step, logits only after the last one */
-    if (q->n_past < q->n_prompt) {
-        n = q->n_prompt - q->n_past;
-        if (n > LLM_PREFILL_CHUNK) {
-            n = LLM_PREFILL_CHUNK;
-        }
-        if (llm_model_forward(q->m->model, q->kv, q->tokens + q->n_past, n,
-                              q->n_past, q->logits, 0, &err)
-            != LLM_OK)
-        {
-            llm_serve_error(srv, q, 500, "server_error", "", "%s",
-                            err.errstr);
-            return;
-        }
-        q->n_past += n;
-        atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_STEPS], 1,
-                                  memory_order_relaxed);
-        if (q->n_past < q->n_prompt) {
-            return;
-        }
-
-    } else {
-        /* feed the token sampled last step */
-        if (llm_model_forward(q->m->model, q->kv, q->tokens + q->n_past, 1,
-                              q->n_past, q->logits, 0, &err)
-            != LLM_OK)
-        {
-            llm_serve_error(srv, q, 500, "server_error", "", "%s",
-                            err.errstr);
-            return;
-        }
-        q->n_past++;
-        atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_STEPS], 1,
-                                  memory_order_relaxed);
+    /* prompt: one chunk per step, logits only after the last one; then
+     * one token per step, the one sampled last */
+    n = q->n_prompt - q->n_past;
+    if (n > LLM_PREFILL_CHUNK) {
+        n = LLM_PREFILL_CHUNK;
+    } else if (n <= 0) {
+        n = 1;
     }
 
-    id = llm_sample(&q->sampler, q->logits, &logprob);
+    if (llm_model_forward(q->m->model, q->kv, q->tokens + q->n_past, n,
+                          q->n_past, q->logits, 0, &err)
+        != LLM_OK)
+    {
+        llm_serve_error(srv, q, 500, "server_error", "", "%s", err.errstr);
+        return;
+    }
+    q->n_past += n;
+    atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_STEPS], 1,
+                              memory_order_relaxed);
 
-    if (llm_tokenizer_is_eog(llm_model_tokenizer(q->m->model), id)) {
-        q->finish = LLM_FINISH_STOP;
-        llm_serve_done(srv, q);
+    if (q->n_past < q->n_prompt) {
         return;
     }
 
-    q->tokens[q->n_tokens++] = id;
-    q->n_gen++;
+    tok = llm_model_tokenizer(q->m->model);
+
+    n_top = 0;
+    if (q->logprobs > 0) {
+        /* before sampling, from the model's own logits */
+        n_top = llm_sampler_top(&q->sampler, q->logits, q->logprobs,
+                                top_ids, top_lps);
+    }
+
+    id = llm_sample(&q->sampler, q->logits, &logprob);
     if (q->t_first == 0) {
         q->t_first = llm_now_us();
     }
 
-    tlen = llm_detok_push(&q->detok, llm_model_tokenizer(q->m->model), id,
-                          text, sizeof(text));
-
-    if (q->n_gen >= q->max_tokens || q->n_tokens >= q->m->n_ctx) {
-        q->finish = LLM_FINISH_LENGTH;
-        tlen += llm_detok_flush(&q->detok, text + tlen, sizeof(text) - tlen);
+    if (llm_tokenizer_is_eog(tok, id)) {
+        /* what detokenizing and the stop strings held back is text */
+        q->finish = LLM_FINISH_STOP;
+        tlen = llm_detok_flush(&q->detok, text, sizeof(text));
+        llm_stop_feed(&q->stop, text, tlen, out, &olen);
+        olen += llm_stop_flush(&q->stop, out + olen);
+        if (olen) {
+            ev.token = -1;
+            ev.logprob = 0.0f;
+            llm_serve_queue(q, LLM_EV_TOKEN, &ev, sizeof(ev), out, olen);
+        }
+        goto done;
     }
 
-    ev.token = id;
-    ev.logprob = logprob;
-
-    if (llm_serve_emit(srv, q, LLM_EV_TOKEN, &ev, sizeof(ev), text,
-                       (uint32_t) tlen)
-        != LLM_OK)
-    {
-        /* keep it whole for later; the sequence waits for its reader,
-         * and DONE follows it when q->finish is set */
-        memcpy(q->pend, &ev, sizeof(ev));
-        memcpy(q->pend + sizeof(ev), text, tlen);
-        q->pend_type = LLM_EV_TOKEN;
-        q->pend_len = (uint32_t) (sizeof(ev) + tlen);
-        return;
-    }
-
+    q->tokens[q->n_tokens++] = id;
+    q->n_gen++;
+    llm_sampler_accept(&q->sampler, id, 1);
     atomic_fetch_add_explicit(
         &srv->ipc.hdr->stats[LLM_STAT_COMPLETION_TOKENS], 1,
         memory_order_relaxed);
 
+    if (q->logprobs >= 0) {
+        llm_serve_logprobs(q, id, logprob, top_ids, top_lps, n_top);
+    }
+
+    if (q->n_gen >= q->max_tokens || q->n_tokens >= q->m->n_ctx) {
+        q->finish = LLM_FINISH_LENGTH;
+    }
+
+    tlen = llm_detok_push(&q->detok, tok, id, text, sizeof(text));
     if (q->finish) {
-        llm_serve_done(srv, q);
+        tlen += llm_detok_flush(&q->detok, text + tlen, sizeof(text) - tlen);
+    }
+
+    stopped = llm_stop_feed(&q->stop, text, tlen, out, &olen);
+    if (stopped) {
+        q->finish = LLM_FINISH_STOP;
+    } else if (q->finish) {
+        olen += llm_stop_flush(&q->stop, out + olen);
+    }
+
+    ev.token = id;
+    ev.logprob = logprob;
+    llm_serve_queue(q, LLM_EV_TOKEN, &ev, sizeof(ev), out, olen);
+
+done:
+
+    if (q->finish) {
+        uint64_t  now = llm_now_us();
+
+        memset(&d, 0, sizeof(d));
+        d.finish_reason = q->finish;
+        d.prompt_tokens = (uint32_t) q->n_prompt;
+        d.completion_tokens = (uint32_t) q->n_gen;
+        d.cached_tokens = 0;
+        d.queue_us = q->t_start - q->t_submit;
+        d.ttft_us = q->t_first - q->t_submit;
+        d.total_us = now - q->t_submit;
+        llm_serve_queue(q, LLM_EV_DONE, &d, sizeof(d), NULL, 0);
+    }
+
+    if (llm_serve_flush(srv, q) == LLM_OK && q->finish) {
+        llm_serve_release(srv, q, 1);
+    }
+}
+
+
+/* queues the LOGPROBS event of token id with the alternatives found
+ * before sampling */
+static void
+llm_serve_logprobs(llm_seq_t *q, int32_t id, float logprob,
+    const int32_t *ids, const float *lps, int n)
+{
+    size_t                  plen, off;
+    const char             *piece;
+    llm_ev_alt_t            alt;
+    llm_ev_logprobs_t       lp;
+    const llm_tokenizer_t  *tok;
+    unsigned char           buf[LLM_EVENT_MAX];
+
+    tok = llm_model_tokenizer(q->m->model);
+
+    piece = llm_token_piece(tok, id, &plen);
+    plen = plen > LLM_PIECE_MAX ? LLM_PIECE_MAX : plen;
+
+    lp.token = id;
+    lp.logprob = logprob;
+    lp.n_top = (uint16_t) n;
+    lp.piece_len = (uint16_t) plen;
+
+    memcpy(buf, &lp, sizeof(lp));
+    memcpy(buf + sizeof(lp), piece, plen);
+    off = sizeof(lp) + plen;
+
+    for (int i = 0; i < n; i++) {
+        piece = llm_token_piece(tok, ids[i], &plen);
+        plen = plen > LLM_PIECE_MAX ? LLM_PIECE_MAX : plen;
+
+        alt.token = ids[i];
+        alt.logprob = lps[i];
+        alt.piece_len = (uint16_t) plen;
+        alt.reserved = 0;
+        memcpy(buf + off, &alt, sizeof(alt));
+        memcpy(buf + off + sizeof(alt), piece, plen);
+        off += sizeof(alt) + plen;
+    }
+
+    llm_serve_queue(q, LLM_EV_LOGPROBS, buf, off, NULL, 0);
+}
+
+
+/* appends an event to the sequence's outgoing queue */
+static void
+llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a, size_t alen,
+    const void *b, size_t blen)
+{
+    llm_event_t  ev;
+
+    ev.type = type;
+    ev.flags = 0;
+    ev.len = (uint32_t) (alen + blen);
+
+    if (q->out_len + sizeof(ev) + alen + blen > sizeof(q->out)
+        || alen + blen > LLM_EVENT_MAX)
+    {
+        llm_log(LLM_LOG_ERR, "slot %u: event of %zu bytes dropped", q->slot,
+                alen + blen);
+        return;
+    }
+
+    memcpy(q->out + q->out_len, &ev, sizeof(ev));
+    q->out_len += sizeof(ev);
+    if (alen) {
+        memcpy(q->out + q->out_len, a, alen);
+        q->out_len += alen;
+    }
+    if (blen) {
+        memcpy(q->out + q->out_len, b, blen);
+        q->out_len += blen;
     }
 }
 
 
 /*
- * Writes an event into the sequence's ring.  When the ring is full it
- * asks the worker to ring back after draining and returns LLM_ERR; the
- * caller keeps the event and the sequence pauses.
+ * Moves queued events into the ring, in order.  When the ring is full it
+ * asks the worker to ring back after draining (see llm_proto.h) and
+ * returns LLM_ERR: the sequence pauses until then.
  */
 static int
-llm_serve_emit(llm_server_t *srv, llm_seq_t *q, uint16_t type,
-    const void *a, uint32_t alen, const void *b, uint32_t blen)
+llm_serve_flush(llm_server_t *srv, llm_seq_t *q)
 {
-    int          rc;
-    llm_slot_t  *s;
+    int           rc;
+    llm_slot_t   *s;
+    llm_event_t   ev;
 
     s = llm_shm_slot(srv->ipc.base, srv->ipc.hdr, q->slot);
 
-    for (int tries = 0; tries < 2; tries++) {
-        rc = llm_ring_put(s, llm_slot_ring(s, srv->ipc.hdr),
-                          srv->ipc.hdr->ring_size, type, a, alen, b, blen);
-        if (rc == LLM_RING_OK) {
-            q->paused = 0;
-            llm_ipc_mark(&srv->ipc, q->owner);
-            return LLM_OK;
+    while (q->out_off < q->out_len) {
+        memcpy(&ev, q->out + q->out_off, sizeof(ev));
+
+        for (int tries = 0; ; tries++) {
+            rc = llm_ring_put(s, llm_slot_ring(s, srv->ipc.hdr),
+                              srv->ipc.hdr->ring_size, ev.type,
+                              q->out + q->out_off + sizeof(ev), ev.len,
+                              NULL, 0);
+            if (rc == LLM_RING_OK || tries == 1) {
+                break;
+            }
+
+            /* full: raise the flag, fence, and look once more */
+            atomic_store_explicit(&s->engine_waiting, 1,
+                                  memory_order_seq_cst);
+            atomic_thread_fence(memory_order_seq_cst);
         }
 
-        /*
-         * Full: raise the flag, then look again, so a worker that drained
-         * between our look and the flag cannot leave us waiting.
-         */
-        atomic_store_explicit(&s->engine_waiting, 1, memory_order_seq_cst);
-        atomic_thread_fence(memory_order_seq_cst);
+        llm_ipc_mark(&srv->ipc, q->owner);
+
+        if (rc != LLM_RING_OK) {
+            q->paused = 1;
+            return LLM_ERR;
+        }
+
+        q->out_off += sizeof(ev) + ev.len;
     }
 
-    q->paused = 1;
-    llm_ipc_mark(&srv->ipc, q->owner);
-    return LLM_ERR;
-}
-
-
-static void
-llm_serve_done(llm_server_t *srv, llm_seq_t *q)
-{
-    uint64_t        now;
-    llm_ev_done_t   d;
-
-    now = llm_now_us();
-
-    memset(&d, 0, sizeof(d));
-    d.finish_reason = q->finish;
-    d.prompt_tokens = (uint32_t) q->n_prompt;
-    d.completion_tokens = (uint32_t) q->n_gen;
-    d.cached_tokens = 0;
-    d.queue_us = q->t_start - q->t_submit;
-    d.ttft_us = q->t_first ? q->t_first - q->t_submit : now - q->t_submit;
-    d.total_us = now - q->t_submit;
-
-    if (llm_serve_emit(srv, q, LLM_EV_DONE, &d, sizeof(d), NULL, 0)
-        != LLM_OK)
-    {
-        memcpy(q->pend, &d, sizeof(d));
-        q->pend_type = LLM_EV_DONE;
-        q->pend_len = sizeof(d);
-        return;
-    }
-
-    llm_serve_release(srv, q, 1);
+    q->paused = 0;
+    q->out_len = 0;
+    q->out_off = 0;
+    return LLM_OK;
 }
 
 
@@ -862,26 +1065,15 @@ llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
     atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_REQUESTS_FAILED],
                               1, memory_order_relaxed);
 
-    /*
-     * An error ends the sequence whatever was pending: the ring is drained
-     * by a live worker, and one that stopped reading loses nothing it
-     * would have read.
-     */
-    q->pend_type = 0;
+    /* an error ends the sequence: what was queued is not sent */
+    q->out_len = 0;
+    q->out_off = 0;
     q->finish = LLM_FINISH_STOP;
+    llm_serve_queue(q, LLM_EV_ERROR, &e, sizeof(e), msg, (size_t) n);
 
-    if (llm_serve_emit(srv, q, LLM_EV_ERROR, &e, sizeof(e), msg,
-                       (uint32_t) n)
-        != LLM_OK)
-    {
-        memcpy(q->pend, &e, sizeof(e));
-        memcpy(q->pend + sizeof(e), msg, (size_t) n);
-        q->pend_type = LLM_EV_ERROR;
-        q->pend_len = (uint32_t) (sizeof(e) + (size_t) n);
-        return;
+    if (llm_serve_flush(srv, q) == LLM_OK) {
+        llm_serve_release(srv, q, 1);
     }
-
-    llm_serve_release(srv, q, 1);
 }
 
 
@@ -919,13 +1111,13 @@ llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished)
         atomic_fetch_sub_explicit(&srv->ipc.hdr->stats[LLM_STAT_RUNNING], 1,
                                   memory_order_relaxed);
     }
-    if (q->sampler.probs != NULL || q->sampler.index != NULL) {
-        llm_sampler_free(&q->sampler);
-    }
+    llm_sampler_free(&q->sampler);
     free(q->tokens);
     free(q->logits);
 
-    memset(q, 0, offsetof(llm_seq_t, pend));
+    memset(q, 0, offsetof(llm_seq_t, out_len));
+    q->out_len = 0;
+    q->out_off = 0;
     srv->n_active--;
 }
 
@@ -940,8 +1132,6 @@ llm_serve_reclaim(void *data, uint32_t slot)
         llm_seq_t  *q = &srv->seqs[i];
 
         if (q->active && q->slot == slot) {
-            q->finish = 0;
-            q->pend_type = 0;
             llm_serve_release(srv, q, 0);
         }
     }
