@@ -1,0 +1,561 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * The engine through its protocol, as a worker sees it: a real
+ * `llm-engine serve` on the shipped model in another process, a client
+ * written here from engine/proto/llm_proto.h (handshake with descriptors,
+ * slots, doorbells, events), and requests for each protocol-v2 feature:
+ * text and token prompts, chat, stop strings, logprobs, errors, a full
+ * ring, cancellation and a worker that dies holding a slot.
+ */
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "tap.h"
+#include "llm_ring.h"
+
+
+#define REF  ", there was a little girl named Lily. She loved to play " \
+             "outside in the p"
+
+
+typedef struct {
+    int                 sock;
+    int                 engine_bell;
+    int                 my_bell;
+    uint32_t            worker_id;
+    unsigned char      *base;
+    size_t              size;
+    llm_shm_header_t   *h;
+} client_t;
+
+
+typedef struct {
+    char            text[65536];
+    size_t          text_len;
+    int             n_token_events;
+    int             n_logprobs;
+    int             logprobs_before_token;   /* every LOGPROBS then TOKEN */
+    int             first_top_matches;       /* greedy pick is top[0] */
+    int             done;
+    llm_ev_done_t   d;
+    int             error;
+    llm_ev_error_t  e;
+    char            message[512];
+} result_t;
+
+
+static pid_t  engine_pid;
+static char   sock_path[108];
+
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec  ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
+
+    nanosleep(&ts, NULL);
+}
+
+
+static int
+start_engine(void)
+{
+    const char  *build;
+    char         exe[512];
+
+    build = getenv("LLM_BUILD");
+    snprintf(exe, sizeof(exe), "%s/llm-engine", build ? build : "build");
+    snprintf(sock_path, sizeof(sock_path), "/tmp/llm_test_engine_%d.sock",
+             (int) getpid());
+
+    engine_pid = fork();
+    if (engine_pid == 0) {
+        execl(exe, exe, "serve", "--socket", sock_path, "--model",
+              "stories=models/stories260K.gguf", "--slots", "8",
+              "--log-level", "warn", (char *) NULL);
+        _exit(127);
+    }
+
+    for (int i = 0; i < 200; i++) {
+        if (access(sock_path, F_OK) == 0) {
+            return 0;
+        }
+        sleep_ms(25);
+    }
+    return -1;
+}
+
+
+static int
+client_connect(client_t *c)
+{
+    int                 fds[3];
+    ssize_t             n;
+    struct iovec        iov;
+    struct msghdr       msg;
+    llm_hello_t         hello;
+    llm_welcome_t       w;
+    struct cmsghdr     *cm;
+    struct sockaddr_un  sa;
+    union {
+        struct cmsghdr  align;
+        char            buf[CMSG_SPACE(sizeof(fds))];
+    } ctl;
+
+    memset(c, 0, sizeof(*c));
+    c->sock = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, sock_path);
+    if (connect(c->sock, (struct sockaddr *) &sa, sizeof(sa)) == -1) {
+        return -1;
+    }
+
+    memset(&hello, 0, sizeof(hello));
+    hello.magic = LLM_PROTO_MAGIC;
+    hello.version = LLM_PROTO_VERSION;
+    hello.pid = getpid();
+    if (write(c->sock, &hello, sizeof(hello)) != sizeof(hello)) {
+        return -1;
+    }
+
+    memset(&msg, 0, sizeof(msg));
+    iov.iov_base = &w;
+    iov.iov_len = sizeof(w);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof(ctl.buf);
+
+    n = recvmsg(c->sock, &msg, 0);
+    cm = CMSG_FIRSTHDR(&msg);
+    if (n != sizeof(w) || w.status != LLM_HELLO_OK || cm == NULL
+        || cm->cmsg_type != SCM_RIGHTS)
+    {
+        return -1;
+    }
+    memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+
+    c->base = mmap(NULL, w.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fds[0], 0);
+    close(fds[0]);
+    if (c->base == MAP_FAILED) {
+        return -1;
+    }
+    c->size = w.shm_size;
+    c->h = (llm_shm_header_t *) c->base;
+    c->engine_bell = fds[1];
+    c->my_bell = fds[2];
+    c->worker_id = w.worker_id;
+
+    return llm_shm_header_check(c->h, c->size) == NULL ? 0 : -1;
+}
+
+
+static void
+ring_engine(client_t *c)
+{
+    uint64_t  one = 1;
+
+    (void) !write(c->engine_bell, &one, sizeof(one));
+}
+
+
+/* claims a free slot and submits json; returns the slot or -1 */
+static int
+submit(client_t *c, const char *json)
+{
+    uint32_t     w;
+    llm_slot_t  *s;
+
+    for (uint32_t i = 0; i < c->h->n_slots; i++) {
+        s = llm_shm_slot(c->base, c->h, i);
+        w = llm_slot_word(LLM_SLOT_FREE, 0);
+        if (!atomic_compare_exchange_strong(&s->state, &w,
+                llm_slot_word(LLM_SLOT_CLAIMED, c->worker_id)))
+        {
+            continue;
+        }
+        atomic_fetch_add(&s->generation, 1);
+        atomic_store(&s->head, 0);
+        atomic_store(&s->tail, 0);
+        atomic_store(&s->engine_waiting, 0);
+        s->req_len = (uint32_t) strlen(json);
+        memcpy(llm_slot_req(s, c->h), json, s->req_len);
+        atomic_store_explicit(&s->state,
+            llm_slot_word(LLM_SLOT_SUBMITTED, c->worker_id),
+            memory_order_release);
+        ring_engine(c);
+        return (int) i;
+    }
+    return -1;
+}
+
+
+/* drains one slot's ring into r; returns 1 once DONE or ERROR arrived */
+static int
+drain(client_t *c, int slot, result_t *r)
+{
+    int             last_was_logprobs = 0;
+    llm_slot_t     *s;
+    llm_event_t     ev;
+    llm_ev_token_t  t;
+    unsigned char   buf[LLM_EVENT_MAX];
+
+    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
+
+    for ( ;; ) {
+        int  rc = llm_ring_get(s, llm_slot_ring(s, c->h), c->h->ring_size,
+                               &ev, buf);
+
+        if (rc != LLM_RING_OK) {
+            break;
+        }
+
+        switch (ev.type) {
+
+        case LLM_EV_TOKEN:
+            memcpy(&t, buf, sizeof(t));
+            memcpy(r->text + r->text_len, buf + sizeof(t),
+                   ev.len - sizeof(t));
+            r->text_len += ev.len - sizeof(t);
+            r->n_token_events++;
+            if (r->n_logprobs && !last_was_logprobs && t.token >= 0) {
+                r->logprobs_before_token = 0;
+            }
+            last_was_logprobs = 0;
+            break;
+
+        case LLM_EV_LOGPROBS: {
+            llm_ev_logprobs_t  lp;
+            llm_ev_alt_t       alt;
+
+            memcpy(&lp, buf, sizeof(lp));
+            if (lp.n_top > 0) {
+                memcpy(&alt, buf + sizeof(lp) + lp.piece_len, sizeof(alt));
+                if (alt.token != lp.token
+                    || alt.logprob - lp.logprob > 1e-4f
+                    || lp.logprob - alt.logprob > 1e-4f)
+                {
+                    r->first_top_matches = 0;
+                }
+            }
+            r->n_logprobs++;
+            last_was_logprobs = 1;
+            break;
+        }
+
+        case LLM_EV_DONE:
+            memcpy(&r->d, buf, sizeof(r->d));
+            r->done = 1;
+            break;
+
+        case LLM_EV_ERROR:
+            memcpy(&r->e, buf, sizeof(r->e));
+            memcpy(r->message, buf + sizeof(r->e), ev.len - sizeof(r->e));
+            r->error = 1;
+            break;
+        }
+    }
+
+    r->text[r->text_len] = '\0';
+
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&s->engine_waiting, 0)) {
+        ring_engine(c);
+    }
+
+    return r->done || r->error;
+}
+
+
+/* waits for the slot to finish, frees it; returns 0 or -1 on timeout */
+static int
+run(client_t *c, const char *json, result_t *r)
+{
+    int          slot;
+    uint32_t     w;
+    uint64_t     v;
+    llm_slot_t  *s;
+
+    memset(r, 0, sizeof(*r));
+    r->logprobs_before_token = 1;
+    r->first_top_matches = 1;
+
+    slot = submit(c, json);
+    if (slot < 0) {
+        return -1;
+    }
+    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
+
+    for (int i = 0; i < 1000; i++) {
+        struct pollfd  p = { c->my_bell, POLLIN, 0 };
+
+        poll(&p, 1, 20);
+        (void) !read(c->my_bell, &v, sizeof(v));
+        if (drain(c, slot, r)) {
+            /* the engine marks FINISHED right after its last event */
+            for (int j = 0; j < 100; j++) {
+                w = atomic_load(&s->state);
+                if (llm_slot_state(w) == LLM_SLOT_FINISHED) {
+                    atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
+                    return 0;
+                }
+                sleep_ms(5);
+            }
+            return -1;
+        }
+    }
+    return -1;
+}
+
+
+static uint64_t
+stat(client_t *c, int i)
+{
+    return atomic_load(&c->h->stats[i]);
+}
+
+
+static void
+test_requests(client_t *c)
+{
+    result_t  r, r2;
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt\":\"Once upon a time\","
+              "\"max_tokens\":24,\"temperature\":0}", &r) == 0
+       && r.done, "text prompt: DONE");
+    ok(strcmp(r.text, REF) == 0, "text prompt: the reference text");
+    is_int(r.d.finish_reason, LLM_FINISH_LENGTH, "finish: length");
+    is_int(r.d.prompt_tokens, 5, "5 prompt tokens");
+    is_int(r.d.completion_tokens, 24, "24 completion tokens");
+    ok(r.d.ttft_us <= r.d.total_us, "ttft within total");
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt_tokens\":[1,403,407,261,378],"
+              "\"max_tokens\":24,\"temperature\":0}", &r2) == 0
+       && strcmp(r2.text, REF) == 0,
+       "the same prompt as token ids gives the same text");
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt\":\"Once upon a time\","
+              "\"max_tokens\":24,\"temperature\":0,\"stop\":[\"Lily\","
+              "\"zzz\"]}", &r) == 0 && r.done, "stop: DONE");
+    ok(strcmp(r.text, ", there was a little girl named ") == 0,
+       "stop: the text before the stop string: \"%s\"", r.text);
+    is_int(r.d.finish_reason, LLM_FINISH_STOP, "stop: finish stop");
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt\":\"Once upon a time\","
+              "\"max_tokens\":24,\"temperature\":0,\"logprobs\":5}", &r) == 0
+       && strcmp(r.text, REF) == 0, "logprobs: same text");
+    is_int(r.n_logprobs, 24, "one LOGPROBS per token");
+    ok(r.logprobs_before_token, "each right before its TOKEN");
+    ok(r.first_top_matches, "greedy: the token is the top alternative");
+
+    /* ChatML (stories260K's GGUF has no template): the rendering is text
+     * to this vocabulary, so the prompt is the tokens of that text */
+    ok(run(c, "{\"model\":\"stories\",\"messages\":[{\"role\":\"user\","
+              "\"content\":\"Hi\"}],\"max_tokens\":4,\"temperature\":0}",
+           &r) == 0 && r.done, "chat: DONE");
+    ok(r.d.prompt_tokens > 10, "chat: the template's text was added (%u "
+       "tokens)", r.d.prompt_tokens);
+
+    ok(run(c, "{\"model\":\"nosuch\",\"prompt\":\"x\"}", &r) == 0 && r.error,
+       "unknown model: ERROR");
+    is_int(r.e.status, 404, "unknown model: 404");
+    ok(strcmp(r.e.code, "model_not_found") == 0, "code model_not_found");
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt\":\"x\",\"top_p\":7}", &r) == 0
+       && r.error && r.e.status == 400 && strcmp(r.e.code, "top_p") == 0,
+       "bad field: 400 naming it");
+
+    ok(run(c, "{\"model\":\"stories\",\"prompt_tokens\":[1,99999]}", &r) == 0
+       && r.error && r.e.status == 400, "token outside the vocabulary: 400");
+
+    ok(run(c, "not json", &r) == 0 && r.error && r.e.status == 400,
+       "garbage in the request area: 400");
+}
+
+
+/* a reader that stops reading: the engine pauses, then resumes */
+static void
+test_full_ring(client_t *c)
+{
+    int          slot;
+    uint64_t     v;
+    result_t     r;
+    llm_slot_t  *s;
+
+    memset(&r, 0, sizeof(r));
+    r.logprobs_before_token = 1;
+    r.first_top_matches = 1;
+
+    slot = submit(c, "{\"model\":\"stories\",\"prompt\":\"Once\","
+                     "\"max_tokens\":600,\"temperature\":0,"
+                     "\"logprobs\":20}");
+    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
+
+    for (int i = 0; i < 400 && !atomic_load(&s->engine_waiting); i++) {
+        sleep_ms(5);
+    }
+    ok(atomic_load(&s->engine_waiting) == 1,
+       "the engine waits on a full ring");
+    ok(atomic_load(&s->head) - atomic_load(&s->tail) <= c->h->ring_size,
+       "and never overfills it");
+
+    for (int i = 0; i < 2000 && !drain(c, slot, &r); i++) {
+        struct pollfd  p = { c->my_bell, POLLIN, 0 };
+
+        poll(&p, 1, 20);
+        (void) !read(c->my_bell, &v, sizeof(v));
+    }
+    ok(r.done && r.d.completion_tokens == 600,
+       "every token arrives once the reader drains (%u)",
+       r.d.completion_tokens);
+    is_int(r.n_logprobs, 600, "with every LOGPROBS event");
+
+    for (int i = 0; i < 100; i++) {
+        uint32_t  w = atomic_load(&s->state);
+
+        if (llm_slot_state(w) == LLM_SLOT_FINISHED) {
+            atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
+            break;
+        }
+        sleep_ms(5);
+    }
+}
+
+
+static void
+test_cancel(client_t *c)
+{
+    int          slot;
+    uint32_t     w;
+    uint64_t     before;
+    llm_slot_t  *s;
+
+    before = stat(c, LLM_STAT_CANCELLED);
+    slot = submit(c, "{\"model\":\"stories\",\"prompt\":\"Once\","
+                     "\"max_tokens\":1500,\"temperature\":0,"
+                     "\"logprobs\":20}");
+    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
+
+    /* wait until it runs, then cancel */
+    for (int i = 0; i < 200; i++) {
+        if (llm_slot_state(atomic_load(&s->state)) == LLM_SLOT_RUNNING) {
+            break;
+        }
+        sleep_ms(5);
+    }
+    w = atomic_load(&s->state);
+    ok(llm_slot_state(w) == LLM_SLOT_RUNNING
+       && atomic_compare_exchange_strong(&s->state, &w,
+              llm_slot_word(LLM_SLOT_CANCELLED, c->worker_id)),
+       "cancelled while running");
+    ring_engine(c);
+
+    for (int i = 0; i < 200; i++) {
+        if (llm_slot_state(atomic_load(&s->state)) == LLM_SLOT_FREE) {
+            break;
+        }
+        sleep_ms(5);
+    }
+    is_int(llm_slot_state(atomic_load(&s->state)), LLM_SLOT_FREE,
+           "the engine freed the slot");
+    is_int(stat(c, LLM_STAT_CANCELLED), before + 1, "and counted it");
+}
+
+
+/* a worker that dies holding slots: the engine takes them back */
+static void
+test_dead_worker(client_t *c)
+{
+    int       status, busy;
+    pid_t     pid;
+    uint64_t  before;
+
+    before = stat(c, LLM_STAT_RECLAIMED);
+
+    pid = fork();
+    if (pid == 0) {
+        client_t  d;
+
+        if (client_connect(&d) != 0) {
+            _exit(1);
+        }
+        submit(&d, "{\"model\":\"stories\",\"prompt\":\"Once\","
+                   "\"max_tokens\":1500,\"temperature\":0,"
+                   "\"logprobs\":20}");
+        submit(&d, "{\"model\":\"stories\",\"prompt\":\"Twice\","
+                   "\"max_tokens\":1500,\"temperature\":0}");
+        sleep_ms(50);
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(pid, &status, 0);
+    ok(WIFSIGNALED(status), "the worker died");
+
+    for (int i = 0; i < 200; i++) {
+        if (stat(c, LLM_STAT_RECLAIMED) >= before + 2) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    is_int(stat(c, LLM_STAT_RECLAIMED), before + 2,
+           "both of its slots reclaimed");
+
+    busy = 0;
+    for (uint32_t i = 0; i < c->h->n_slots; i++) {
+        llm_slot_t  *s = llm_shm_slot(c->base, c->h, i);
+
+        busy += llm_slot_state(atomic_load(&s->state)) != LLM_SLOT_FREE;
+    }
+    is_int(busy, 0, "every slot is free again");
+    is_int(stat(c, LLM_STAT_RUNNING), 0, "no sequence running");
+}
+
+
+int
+main(void)
+{
+    int       status;
+    client_t  c;
+
+    if (access("models/stories260K.gguf", R_OK) != 0) {
+        skip_all("run from the repository root");
+    }
+    if (start_engine() != 0) {
+        ok(0, "the engine started");
+        return done_testing();
+    }
+
+    if (!ok(client_connect(&c) == 0, "handshake, descriptors, mapping")) {
+        kill(engine_pid, SIGKILL);
+        return done_testing();
+    }
+    ok(c.h->n_models == 1 && strcmp(c.h->models[0].name, "stories") == 0,
+       "the model table names the model");
+    is_int(c.h->models[0].n_vocab, 512, "and its vocabulary");
+
+    test_requests(&c);
+    test_full_ring(&c);
+    test_cancel(&c);
+    test_dead_worker(&c);
+
+    kill(engine_pid, SIGTERM);
+    waitpid(engine_pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+       "the engine stops cleanly on SIGTERM");
+    ok(access(sock_path, F_OK) != 0, "and removes its socket");
+
+    return done_testing();
+}
