@@ -61,4 +61,51 @@ int llm_model_forward(llm_model_t *m, llm_kv_t *kv, const int32_t *tokens,
     int n, int pos, float *logits, int all_logits, llm_err_t *err);
 
 
+/*
+ * Paged KV storage for the serving path: n_blocks blocks of block_size
+ * positions, each block holding the keys and values of every layer for
+ * its positions.  Which block a sequence uses for which positions is the
+ * caller's business (engine/llm_kv.c hands out block numbers).
+ */
+typedef struct llm_kv_pool_s  llm_kv_pool_t;
+
+/* bytes one block takes, to size a pool from a memory budget */
+size_t llm_kv_block_bytes(const llm_model_t *m, int block_size);
+
+llm_kv_pool_t *llm_kv_pool_new(const llm_model_t *m, int n_blocks,
+    int block_size, llm_err_t *err);
+void llm_kv_pool_free(llm_kv_pool_t *p);
+
+/* one block's contents as bytes, out and in (the Redis tier stores
+ * them); len must be llm_kv_block_bytes() */
+int llm_kv_block_read(const llm_kv_pool_t *p, int32_t block, void *buf,
+    size_t len);
+int llm_kv_block_write(llm_kv_pool_t *p, int32_t block, const void *buf,
+    size_t len);
+
+
+/* one sequence's part of a batch */
+typedef struct {
+    const int32_t  *tokens;     /* n_tokens new tokens */
+    int             n_tokens;
+    int             pos;        /* position of tokens[0]; positions
+                                   0..pos-1 are in the pool already */
+    const int32_t  *blocks;     /* block table: position p is slot
+                                   p % block_size of blocks[p / block_size],
+                                   covering 0..pos+n_tokens-1 */
+    float          *logits;     /* NULL, or n_vocab floats: the logits of
+                                   the last new token */
+} llm_batch_seq_t;
+
+/*
+ * One forward pass over the new tokens of every sequence at once, so
+ * that each weight is read once per step whatever the batch: their keys
+ * and values go into the pool, each attends to its own positions only.
+ * Blocks may be shared between sequences for positions before their
+ * pos (a shared prefix); blocks written here are not shared.
+ */
+int llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
+    const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err);
+
+
 #endif /* LLM_MODEL_H */
