@@ -113,6 +113,15 @@ enum {
     LLM_STAT_CANCELLED,           /* sequences ended by cancellation */
     LLM_STAT_RECLAIMED,           /* slots reclaimed from dead workers */
     LLM_STAT_STEPS,               /* forward steps run */
+    LLM_STAT_WAITING,             /* gauge: submitted, not yet admitted */
+    LLM_STAT_KV_BLOCKS,           /* KV blocks, all models */
+    LLM_STAT_KV_USED,             /* gauge: blocks in use by sequences */
+    LLM_STAT_KV_CACHED,           /* gauge: unused blocks kept as prefix */
+    LLM_STAT_PREFIX_LOOKUPS,      /* blocks looked up in the prefix cache */
+    LLM_STAT_PREFIX_HITS,         /* ... and found */
+    LLM_STAT_PREEMPTIONS,         /* sequences preempted for KV room */
+    LLM_STAT_STEP_TOKENS,         /* tokens run through forward passes */
+    LLM_STAT_STEP_US,             /* microseconds spent in them */
     LLM_STAT_MAX = 32
 };
 
