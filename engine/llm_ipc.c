@@ -200,6 +200,9 @@ llm_ipc_listen(llm_ipc_t *ipc, const llm_ipc_conf_t *conf, llm_err_t *err)
         return LLM_ERR;
     }
     if (chmod(conf->socket_path, conf->socket_mode) == -1
+        || (conf->socket_group != (gid_t) -1
+            && chown(conf->socket_path, (uid_t) -1, conf->socket_group)
+               == -1)
         || listen(fd, 128) == -1)
     {
         llm_err_set(err, LLM_EIO, "listen(%s): %s", conf->socket_path,
@@ -220,6 +223,8 @@ llm_ipc_listen(llm_ipc_t *ipc, const llm_ipc_conf_t *conf, llm_err_t *err)
 
     ipc->listen_fd = fd;
     ipc->socket_path = conf->socket_path;
+    ipc->n_allow = conf->n_allow;
+    memcpy(ipc->allow, conf->allow, sizeof(ipc->allow));
     return LLM_OK;
 }
 
@@ -378,6 +383,8 @@ llm_ipc_accept(llm_ipc_t *ipc)
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
             c->pid = cred.pid;
             c->uid = cred.uid;
+        } else {
+            c->uid = (uid_t) -1;       /* unknown: never in an allow list */
         }
 
         ev.events = EPOLLIN | EPOLLRDHUP;
@@ -447,7 +454,7 @@ llm_ipc_read(llm_ipc_t *ipc, llm_ipc_client_t *c, llm_ipc_reclaim_pt reclaim,
 static int
 llm_ipc_welcome(llm_ipc_t *ipc, llm_ipc_client_t *c)
 {
-    int             fds[3];
+    int             fds[3], allowed;
     struct iovec    iov;
     struct msghdr   msg;
     llm_hello_t     hello;
@@ -466,7 +473,15 @@ llm_ipc_welcome(llm_ipc_t *ipc, llm_ipc_client_t *c)
     w.shm_size = ipc->size;
     w.epoch = ipc->hdr->epoch;
 
-    if (hello.magic != LLM_PROTO_MAGIC) {
+    /* SO_PEERCRED says who the peer is */
+    allowed = ipc->n_allow == 0;
+    for (int i = 0; i < ipc->n_allow; i++) {
+        allowed |= ipc->allow[i] == c->uid;
+    }
+
+    if (!allowed) {
+        w.status = LLM_HELLO_DENIED;
+    } else if (hello.magic != LLM_PROTO_MAGIC) {
         w.status = LLM_HELLO_BAD_MAGIC;
     } else if (hello.version != LLM_PROTO_VERSION) {
         w.status = LLM_HELLO_BAD_VERSION;
@@ -510,9 +525,11 @@ llm_ipc_welcome(llm_ipc_t *ipc, llm_ipc_client_t *c)
     }
 
     if (w.status != LLM_HELLO_OK) {
-        llm_log(LLM_LOG_WARN, "refused pid %d: %s", (int) c->pid,
-                w.status == LLM_HELLO_BAD_MAGIC ? "bad magic"
-                                                : "protocol version mismatch");
+        llm_log(LLM_LOG_WARN, "refused pid %d uid %d: %s", (int) c->pid,
+                (int) c->uid,
+                w.status == LLM_HELLO_DENIED ? "user not allowed"
+                : w.status == LLM_HELLO_BAD_MAGIC ? "bad magic"
+                : "protocol version mismatch");
         return LLM_ERR;
     }
 

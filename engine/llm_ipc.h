@@ -30,8 +30,13 @@ typedef struct {
 } llm_ipc_client_t;
 
 
+#define LLM_IPC_MAX_ALLOW  16
+
+
 typedef struct {
     const char          *socket_path;
+    int                  n_allow;       /* 0: whoever can open the socket */
+    uid_t                allow[LLM_IPC_MAX_ALLOW];
     int                  listen_fd;
     int                  epoll_fd;
     int                  shm_fd;
@@ -48,6 +53,9 @@ typedef struct {
 typedef struct {
     const char  *socket_path;
     unsigned     socket_mode;    /* e.g. 0660 */
+    gid_t        socket_group;   /* (gid_t) -1: leave it */
+    int          n_allow;        /* peers' uids let in; 0: any */
+    uid_t        allow[LLM_IPC_MAX_ALLOW];
     uint32_t     n_slots;
     uint32_t     req_max;        /* request area bytes per slot */
     uint32_t     ring_size;      /* event ring bytes per slot, power of 2 */

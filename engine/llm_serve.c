@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +117,8 @@ static void llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
 static void llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished);
 static void llm_serve_reclaim(void *data, uint32_t slot);
 static int llm_serve_template(llm_serve_model_t *m);
+static int llm_serve_uid(const char *name, uid_t *uid);
+static int llm_serve_gid(const char *name, gid_t *gid);
 static void llm_serve_signal(int signo);
 
 
@@ -135,6 +139,9 @@ llm_serve_usage(void)
         "  --ctx N             cap on each model's context length"
         " (4096)\n"
         "  --socket-mode M     permissions of the socket (0660)\n"
+        "  --socket-group G    group of the socket (nginx's workers')\n"
+        "  --allow-user U      only this user may attach (repeatable;"
+        " name or uid)\n"
         "  --log-level L       error, warn, info or debug (info)\n"
         "  --debug-step-delay MS  sleep after every step (a fault mode for"
         " tests)\n");
@@ -161,6 +168,8 @@ llm_serve_main(int argc, char **argv)
         { "ctx",         required_argument, NULL, 'c' },
         { "socket-mode", required_argument, NULL, 'p' },
         { "log-level",   required_argument, NULL, 'l' },
+        { "allow-user",  required_argument, NULL, 'u' },
+        { "socket-group", required_argument, NULL, 'g' },
         { "debug-step-delay", required_argument, NULL, 'd' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -171,6 +180,7 @@ llm_serve_main(int argc, char **argv)
     conf.req_max = 256 * 1024;
     conf.ring_size = 64 * 1024;
     conf.socket_mode = 0660;
+    conf.socket_group = (gid_t) -1;
 
     srv = calloc(1, sizeof(llm_server_t));
     if (srv == NULL) {
@@ -216,6 +226,25 @@ llm_serve_main(int argc, char **argv)
                 srv->step_delay_ms = rc;
             } else {
                 ctx_cap = rc;
+            }
+            break;
+
+        case 'u':
+            if (conf.n_allow == LLM_IPC_MAX_ALLOW
+                || llm_serve_uid(optarg, &conf.allow[conf.n_allow]) != 0)
+            {
+                fprintf(stderr, "llm-engine: bad or too many users at "
+                        "\"%s\"\n", optarg);
+                return 2;
+            }
+            conf.n_allow++;
+            break;
+
+        case 'g':
+            if (llm_serve_gid(optarg, &conf.socket_group) != 0) {
+                fprintf(stderr, "llm-engine: unknown group \"%s\"\n",
+                        optarg);
+                return 2;
             }
             break;
 
@@ -429,6 +458,51 @@ llm_serve_template(llm_serve_model_t *m)
     }
 
     return LLM_OK;
+}
+
+
+/* a user name or a numeric uid */
+static int
+llm_serve_uid(const char *name, uid_t *uid)
+{
+    char           *end;
+    unsigned long   v;
+    struct passwd  *pw;
+
+    pw = getpwnam(name);
+    if (pw != NULL) {
+        *uid = pw->pw_uid;
+        return 0;
+    }
+
+    v = strtoul(name, &end, 10);
+    if (*name == '\0' || *end != '\0' || v >= (uid_t) -1) {
+        return -1;
+    }
+    *uid = (uid_t) v;
+    return 0;
+}
+
+
+static int
+llm_serve_gid(const char *name, gid_t *gid)
+{
+    char           *end;
+    unsigned long   v;
+    struct group   *gr;
+
+    gr = getgrnam(name);
+    if (gr != NULL) {
+        *gid = gr->gr_gid;
+        return 0;
+    }
+
+    v = strtoul(name, &end, 10);
+    if (*name == '\0' || *end != '\0' || v >= (gid_t) -1) {
+        return -1;
+    }
+    *gid = (gid_t) v;
+    return 0;
 }
 
 

@@ -69,32 +69,88 @@ sleep_ms(int ms)
 }
 
 
-static int
-start_engine(void)
+/* starts an engine on path that lets in only the user uid */
+static pid_t
+start_engine_as(const char *path, unsigned uid)
 {
+    pid_t        pid;
     const char  *build;
-    char         exe[512];
+    char         exe[512], allow[32];
 
     build = getenv("LLM_BUILD");
     snprintf(exe, sizeof(exe), "%s/llm-engine", build ? build : "build");
-    snprintf(sock_path, sizeof(sock_path), "/tmp/llm_test_engine_%d.sock",
-             (int) getpid());
+    snprintf(allow, sizeof(allow), "%u", uid);
 
-    engine_pid = fork();
-    if (engine_pid == 0) {
-        execl(exe, exe, "serve", "--socket", sock_path, "--model",
+    pid = fork();
+    if (pid == 0) {
+        execl(exe, exe, "serve", "--socket", path, "--model",
               "stories=models/stories260K.gguf", "--slots", "8",
-              "--log-level", "warn", (char *) NULL);
+              "--allow-user", allow, "--log-level", "error",
+              (char *) NULL);
         _exit(127);
     }
 
     for (int i = 0; i < 200; i++) {
-        if (access(sock_path, F_OK) == 0) {
-            return 0;
+        if (access(path, F_OK) == 0) {
+            return pid;
         }
         sleep_ms(25);
     }
     return -1;
+}
+
+
+static int
+start_engine(void)
+{
+    snprintf(sock_path, sizeof(sock_path), "/tmp/llm_test_engine_%d.sock",
+             (int) getpid());
+    engine_pid = start_engine_as(sock_path, (unsigned) getuid());
+    return engine_pid > 0 ? 0 : -1;
+}
+
+
+/* an engine that admits another user refuses us at the handshake */
+static void
+test_denied(void)
+{
+    int                 fd, status;
+    pid_t               pid;
+    ssize_t             n;
+    llm_hello_t         hello;
+    llm_welcome_t       w;
+    struct sockaddr_un  sa;
+    char                path[108];
+
+    snprintf(path, sizeof(path), "/tmp/llm_test_denied_%d.sock",
+             (int) getpid());
+    pid = start_engine_as(path, (unsigned) getuid() + 4242);
+    if (!ok(pid > 0, "a second engine, for another user")) {
+        return;
+    }
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path);
+    memset(&hello, 0, sizeof(hello));
+    hello.magic = LLM_PROTO_MAGIC;
+    hello.version = LLM_PROTO_VERSION;
+
+    memset(&w, 0, sizeof(w));
+    n = -1;
+    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0
+        && write(fd, &hello, sizeof(hello)) == sizeof(hello))
+    {
+        n = read(fd, &w, sizeof(w));
+    }
+    ok(n == sizeof(w) && w.status == LLM_HELLO_DENIED,
+       "a peer whose uid is not allowed is denied (status %u)", w.status);
+    ok(read(fd, &w, sizeof(w)) == 0, "and disconnected");
+    close(fd);
+
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
 }
 
 
@@ -550,6 +606,7 @@ main(void)
     test_full_ring(&c);
     test_cancel(&c);
     test_dead_worker(&c);
+    test_denied();
 
     kill(engine_pid, SIGTERM);
     waitpid(engine_pid, &status, 0);
