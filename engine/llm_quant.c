@@ -18,17 +18,16 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "llm_cpu.h"
 #include "llm_gguf.h"
 #include "llm_quant.h"
+#include "llm_threads.h"
 
 
-#define LLM_QK     32
-#define LLM_QK_K   256
-
-
-static float            llm_fp16_table[65536];
+float                   llm_fp16_table[65536];
 static pthread_once_t   llm_quant_once = PTHREAD_ONCE_INIT;
 
 
@@ -611,5 +610,375 @@ llm_block_q6_k(const uint8_t *b, float *y)
         ql += 64;
         qh += 32;
         sc += 8;
+    }
+}
+
+
+/* llm_matmul(): the input is prepared once, then row slices go to the
+ * thread pool */
+
+typedef struct {
+    llm_gemm_pt     gemm;
+    llm_gemm_t      g;          /* all rows; tasks take slices */
+    int64_t         rows;       /* per task */
+} llm_matmul_job_t;
+
+
+static int llm_cpu_detect(void);
+static void llm_matmul_init(void);
+static void llm_matmul_task(void *arg, int64_t task, int thread);
+static int llm_matmul_grow(size_t size);
+static void llm_matmul_slow(float *out, const float *x, int64_t n_tok,
+    const void *w, uint32_t type, int64_t n_rows, int64_t n_cols);
+
+
+/* NULL: not built for this architecture */
+static const llm_cpu_kernels_t  *llm_cpu_levels[LLM_CPU_NLEVELS] = {
+    &llm_cpu_scalar,
+};
+
+static pthread_once_t            llm_matmul_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t           llm_matmul_lock = PTHREAD_MUTEX_INITIALIZER;
+static int                       llm_cpu_best;
+static int                       llm_cpu_level;
+static const llm_cpu_kernels_t  *llm_cpu;
+
+/* the prepared input, under llm_matmul_lock */
+static void                     *llm_matmul_buf;
+static size_t                    llm_matmul_size;
+
+
+static void
+llm_matmul_init(void)
+{
+    const char  *env;
+
+    llm_quant_init();
+    llm_cpu_best = llm_cpu_detect();
+
+    while (llm_cpu_levels[llm_cpu_best] == NULL) {
+        llm_cpu_best--;
+    }
+
+    env = getenv("LLM_CPU");
+    if (env != NULL && *env != '\0') {
+        for (int i = 0; i < llm_cpu_best; i++) {
+            if (strcmp(env, llm_quant_level_name(i)) == 0) {
+                llm_cpu_best = i;
+                break;
+            }
+        }
+    }
+
+    llm_cpu_level = llm_cpu_best;
+    llm_cpu = llm_cpu_levels[llm_cpu_level];
+}
+
+
+static int
+llm_cpu_detect(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    {
+        return __builtin_cpu_supports("avx512vnni") ? LLM_CPU_AVX512_VNNI
+                                                    : LLM_CPU_AVX512;
+    }
+
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("f16c"))
+    {
+        return LLM_CPU_AVX2;
+    }
+#endif
+
+    return LLM_CPU_SCALAR;
+}
+
+
+int
+llm_quant_best_level(void)
+{
+    pthread_once(&llm_matmul_once, llm_matmul_init);
+    return llm_cpu_best;
+}
+
+
+int
+llm_quant_level(void)
+{
+    pthread_once(&llm_matmul_once, llm_matmul_init);
+    return llm_cpu_level;
+}
+
+
+int
+llm_quant_force(int level)
+{
+    pthread_once(&llm_matmul_once, llm_matmul_init);
+
+    if (level < 0 || level > llm_cpu_best) {
+        return LLM_ERR;
+    }
+
+    pthread_mutex_lock(&llm_matmul_lock);
+    llm_cpu_level = level;
+    llm_cpu = llm_cpu_levels[level];
+    pthread_mutex_unlock(&llm_matmul_lock);
+
+    return LLM_OK;
+}
+
+
+const char *
+llm_quant_level_name(int level)
+{
+    static const char  *names[LLM_CPU_NLEVELS] = {
+        "scalar", "avx2", "avx512", "avx512_vnni"
+    };
+
+    return level >= 0 && level < LLM_CPU_NLEVELS ? names[level] : "?";
+}
+
+
+/* the bytes of prepared input per token: f32 is the widest format */
+int
+llm_matmul_reserve(int64_t n_tok, int64_t n_cols, llm_err_t *err)
+{
+    int     rc;
+    size_t  size;
+
+    pthread_once(&llm_matmul_once, llm_matmul_init);
+
+    if (n_tok < 0 || n_cols < 0
+        || llm_mul_size((size_t) n_tok, (size_t) n_cols, &size) != 0
+        || llm_mul_size(size, sizeof(float), &size) != 0)
+    {
+        return llm_err_set(err, LLM_EINVAL, "matmul scratch of %lld x %lld "
+                           "is too large", (long long) n_tok,
+                           (long long) n_cols);
+    }
+
+    pthread_mutex_lock(&llm_matmul_lock);
+    rc = llm_matmul_grow(size);
+    pthread_mutex_unlock(&llm_matmul_lock);
+
+    if (rc != LLM_OK) {
+        return llm_err_set(err, LLM_ENOMEM, "no memory for a matmul "
+                           "scratch of %zu bytes", size);
+    }
+
+    return LLM_OK;
+}
+
+
+/* under the lock */
+static int
+llm_matmul_grow(size_t size)
+{
+    void  *p;
+
+    if (size <= llm_matmul_size) {
+        return LLM_OK;
+    }
+
+    size = (size + 4095) & ~(size_t) 4095;
+
+    if (posix_memalign(&p, 64, size) != 0) {
+        return LLM_ERR;
+    }
+
+    free(llm_matmul_buf);
+    llm_matmul_buf = p;
+    llm_matmul_size = size;
+
+    return LLM_OK;
+}
+
+
+void
+llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
+    uint32_t type, int64_t n_rows, int64_t n_cols)
+{
+    int                       n_threads;
+    size_t                    stride, need;
+    int64_t                   rows, n_tasks, per_task;
+    uint8_t                  *buf;
+    llm_matmul_job_t          job;
+    const llm_cpu_kernels_t  *k;
+
+    if (n_tok <= 0 || n_rows <= 0) {
+        return;
+    }
+
+    pthread_once(&llm_matmul_once, llm_matmul_init);
+    pthread_mutex_lock(&llm_matmul_lock);
+
+    k = llm_cpu;
+    memset(&job, 0, sizeof(job));
+
+    switch (type) {
+    case LLM_TYPE_F32:
+        job.gemm = k->f32;
+        stride = 0;
+        break;
+    case LLM_TYPE_F16:
+        job.gemm = k->f16;
+        stride = (size_t) n_cols * sizeof(float);
+        break;
+    case LLM_TYPE_BF16:
+        job.gemm = k->bf16;
+        stride = (size_t) n_cols * sizeof(float);
+        break;
+    case LLM_TYPE_Q8_0:
+        job.gemm = k->q8_0;
+        stride = (size_t) (n_cols / LLM_QK) * sizeof(llm_q8_block_t);
+        break;
+    case LLM_TYPE_Q4_0:
+        job.gemm = k->q4_0;
+        stride = (size_t) (n_cols / LLM_QK) * sizeof(llm_q8_block_t);
+        break;
+    case LLM_TYPE_Q4_K:
+        job.gemm = k->q4_k;
+        stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
+        break;
+    case LLM_TYPE_Q5_K:
+        job.gemm = k->q5_k;
+        stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
+        break;
+    case LLM_TYPE_Q6_K:
+        job.gemm = k->q6_k;
+        stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
+        break;
+    default:
+        pthread_mutex_unlock(&llm_matmul_lock);
+        memset(out, 0, (size_t) (n_tok * n_rows) * sizeof(float));
+        return;
+    }
+
+    if (stride == 0) {
+        buf = (uint8_t *) x;
+        stride = (size_t) n_cols * sizeof(float);
+
+    } else {
+        need = stride * (size_t) n_tok;
+
+        if (llm_matmul_grow(need) != LLM_OK) {
+            pthread_mutex_unlock(&llm_matmul_lock);
+            llm_matmul_slow(out, x, n_tok, w, type, n_rows, n_cols);
+            return;
+        }
+
+        buf = llm_matmul_buf;
+
+        for (int64_t t = 0; t < n_tok; t++) {
+            const float  *xt = x + t * n_cols;
+            uint8_t      *at = buf + (size_t) t * stride;
+
+            switch (type) {
+            case LLM_TYPE_F16:
+            case LLM_TYPE_BF16:
+                (void) llm_quant_round_act(type, xt, (float *) at, n_cols);
+                break;
+            case LLM_TYPE_Q8_0:
+            case LLM_TYPE_Q4_0:
+                k->quant_q8(xt, (llm_q8_block_t *) at, n_cols);
+                break;
+            default:
+                k->quant_q8k(xt, (llm_q8k_block_t *) at, n_cols);
+                break;
+            }
+        }
+    }
+
+    job.g.out = out;
+    job.g.ld = n_rows;
+    job.g.w = w;
+    job.g.row_bytes = llm_ggml_row_size(type, n_cols);
+    job.g.n_rows = n_rows;
+    job.g.a = buf;
+    job.g.a_stride = stride;
+    job.g.n_tok = n_tok;
+    job.g.n_cols = n_cols;
+
+    /*
+     * Slices of rows: many per thread so that a thread that falls behind
+     * (a neighbour on its core) is made up for, of at least 32 KB of
+     * weights so that a task costs far more than claiming it; for many
+     * tokens, small enough that a slice stays in the L2 cache while
+     * every token passes over it.  Multiples of 8 rows suit the kernels'
+     * row tiles.
+     */
+    n_threads = llm_threads_count();
+
+    per_task = (n_rows + 16 * n_threads - 1) / (16 * n_threads);
+    rows = (int64_t) ((32 * 1024) / job.g.row_bytes);
+    if (per_task < rows) {
+        per_task = rows;
+    }
+
+    if (n_tok > 4) {
+        rows = (int64_t) ((192 * 1024) / job.g.row_bytes);
+        if (per_task > rows) {
+            per_task = rows;
+        }
+    }
+
+    per_task = (per_task + 7) & ~(int64_t) 7;
+    n_tasks = (n_rows + per_task - 1) / per_task;
+    job.rows = per_task;
+
+    llm_threads_run(llm_matmul_task, &job, n_tasks);
+
+    pthread_mutex_unlock(&llm_matmul_lock);
+}
+
+
+static void
+llm_matmul_task(void *arg, int64_t task, int thread)
+{
+    int64_t            r0;
+    llm_gemm_t         g;
+    llm_matmul_job_t  *job;
+
+    (void) thread;
+
+    job = arg;
+    g = job->g;
+    r0 = task * job->rows;
+
+    g.out += r0;
+    g.w += (size_t) r0 * g.row_bytes;
+    g.n_rows = job->rows;
+    if (g.n_rows > job->g.n_rows - r0) {
+        g.n_rows = job->g.n_rows - r0;
+    }
+
+    job->gemm(&g);
+}
+
+
+/* with no memory for the prepared input: the reference dot products on
+ * the input as it is */
+static void
+llm_matmul_slow(float *out, const float *x, int64_t n_tok, const void *w,
+    uint32_t type, int64_t n_rows, int64_t n_cols)
+{
+    size_t       row_bytes;
+    llm_dot_pt   dot;
+
+    dot = llm_quant_dot(type);
+    row_bytes = llm_ggml_row_size(type, n_cols);
+
+    for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t r = 0; r < n_rows; r++) {
+            out[t * n_rows + r] = dot((const uint8_t *) w + r * row_bytes,
+                                      x + t * n_cols, n_cols);
+        }
     }
 }

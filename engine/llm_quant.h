@@ -46,4 +46,47 @@ llm_dot_pt llm_quant_dot(uint32_t type);
 int llm_dequant_row(uint32_t type, const void *row, float *y, int64_t n);
 
 
+/*
+ * out (n_tok, n_rows) f32 = x (n_tok, n_cols) f32 times the transpose
+ * of w (n_rows, n_cols) of ggml type `type`, rows as the GGUF stores
+ * them (llm_ggml_row_size(type, n_cols) bytes apart), n_cols a whole
+ * number of the type's blocks.  The input is first rounded or quantized
+ * the way llama.cpp multiplies it (to f16/bf16 for F16/BF16 weights, to
+ * 8-bit blocks for the quantized types); the work is split over the
+ * thread pool (llm_threads.h).  One call runs at a time: concurrent
+ * callers take turns.  Types llm_quant_supported() refuses give zeros.
+ */
+void llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
+    uint32_t type, int64_t n_rows, int64_t n_cols);
+
+/*
+ * Sizes the scratch llm_matmul() prepares its input in for up to n_tok
+ * tokens of n_cols inputs, so that later calls up to that size allocate
+ * nothing (call it at load, for the widest matmul and the largest
+ * batch).  Calls beyond it grow the scratch; if that fails they fall
+ * back to the slow reference dot products, still correct.
+ */
+int llm_matmul_reserve(int64_t n_tok, int64_t n_cols, llm_err_t *err);
+
+
+/* instruction sets the kernels are built for, chosen at run time */
+enum {
+    LLM_CPU_SCALAR = 0,
+    LLM_CPU_AVX2,             /* with FMA and F16C */
+    LLM_CPU_AVX512,           /* F, BW, VL, DQ */
+    LLM_CPU_AVX512_VNNI,
+    LLM_CPU_NLEVELS
+};
+
+/* the best level this CPU runs, capped by $LLM_CPU (scalar, avx2,
+ * avx512, avx512_vnni) */
+int llm_quant_best_level(void);
+/* the level llm_matmul() uses now */
+int llm_quant_level(void);
+/* uses the kernels of one level (tests, benchmarks); LLM_ERR if this
+ * CPU cannot run them */
+int llm_quant_force(int level);
+const char *llm_quant_level_name(int level);
+
+
 #endif /* LLM_QUANT_H */
