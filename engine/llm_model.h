@@ -45,7 +45,19 @@ typedef struct llm_gguf_s  llm_gguf_t;
 const llm_gguf_t *llm_model_gguf(const llm_model_t *m);
 
 
-/* the KV cache of one sequence, room for n_ctx positions */
+/*
+ * The forward pass runs up to max_batch tokens per step in buffers
+ * allocated with the model (256 tokens at load).  More tokens in one
+ * call run as several steps.  Setting it allocates, so call it at
+ * start-up, never between the steps of a request; on failure the old
+ * buffers stay.
+ */
+int llm_model_set_max_batch(llm_model_t *m, int max_batch, llm_err_t *err);
+int llm_model_max_batch(const llm_model_t *m);
+
+
+/* the KV cache of one sequence, room for n_ctx positions: a pool of
+ * its own, run through llm_model_forward_batch's step */
 llm_kv_t *llm_kv_new(const llm_model_t *m, int n_ctx, llm_err_t *err);
 void llm_kv_free(llm_kv_t *kv);
 int llm_kv_capacity(const llm_kv_t *kv);
@@ -65,7 +77,10 @@ int llm_model_forward(llm_model_t *m, llm_kv_t *kv, const int32_t *tokens,
  * Paged KV storage for the serving path: n_blocks blocks of block_size
  * positions, each block holding the keys and values of every layer for
  * its positions.  Which block a sequence uses for which positions is the
- * caller's business (engine/llm_kv.c hands out block numbers).
+ * caller's business (engine/llm_kv.c hands out block numbers).  A block
+ * is (n_layer, 2, block_size, kv_dim) f32 in host byte order: keys, then
+ * values; n_blocks * block_size must fit in an int.  A new pool reads
+ * as zeros.
  */
 typedef struct llm_kv_pool_s  llm_kv_pool_t;
 
@@ -93,6 +108,8 @@ typedef struct {
     const int32_t  *blocks;     /* block table: position p is slot
                                    p % block_size of blocks[p / block_size],
                                    covering 0..pos+n_tokens-1 */
+    int             n_blocks;   /* entries in blocks: at least
+                                   (pos + n_tokens - 1) / block_size + 1 */
     float          *logits;     /* NULL, or n_vocab floats: the logits of
                                    the last new token */
 } llm_batch_seq_t;
@@ -103,6 +120,12 @@ typedef struct {
  * and values go into the pool, each attends to its own positions only.
  * Blocks may be shared between sequences for positions before their
  * pos (a shared prefix); blocks written here are not shared.
+ *
+ * Everything is checked before anything is written: tokens, positions
+ * against the pool, the block tables, and that no block is written by
+ * two sequences or read by one while another writes it; an error leaves
+ * the pool as it was.  A batch of more than llm_model_max_batch()
+ * tokens runs as several steps.  Not reentrant: one thread per model.
  */
 int llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
     const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err);
