@@ -41,6 +41,7 @@
 #include "llm_gguf.h"
 #include "llm_model.h"
 #include "llm_quant.h"
+#include "llm_threads.h"
 #include "llm_tokenizer.h"
 
 
@@ -51,6 +52,9 @@
                                         * buffers */
 #define LLM_ATT_TILE           128     /* positions scored at a time */
 #define LLM_KV_SEQ_BLOCK       64      /* block size of an llm_kv_t */
+#define LLM_ATT_INLINE         65536   /* attention multiply-adds of a
+                                        * step below which threads cost
+                                        * more than they save */
 
 
 typedef enum {
@@ -67,7 +71,6 @@ typedef struct {
     int              rows;          /* output width (ne[1]) */
     int              cols;          /* input width (ne[0]) */
     size_t           row_bytes;
-    llm_dot_pt       dot;
 } llm_mat_t;
 
 
@@ -130,9 +133,6 @@ typedef struct {
     float           *rope_cos;      /* (T, n_rot / 2) */
     float           *rope_sin;      /* (T, n_rot / 2) */
     float           *logits;        /* (min(T, LLM_LOGIT_ROWS), n_vocab) */
-    float           *xr;            /* (max_cols) a matmul input rounded to
-                                     * the weights' type (reference
-                                     * matmul only) */
     int32_t         *tok_pos;       /* (T) position of each token */
     int32_t         *tok_seg;       /* (T) its segment */
     llm_seg_t       *segs;          /* (T) */
@@ -182,6 +182,16 @@ struct llm_kv_pool_s {
 };
 
 
+/* attention of one layer of a step, as tasks for the thread pool: one
+ * per (token, kv head), covering the query heads that share it */
+typedef struct {
+    const llm_model_t    *m;
+    const llm_kv_pool_t  *p;
+    const llm_seg_t      *segs;
+    int                   layer;
+} llm_att_job_t;
+
+
 /* one sequence: a pool of its own, blocks in order */
 struct llm_kv_s {
     const llm_model_t  *model;
@@ -218,16 +228,14 @@ static void llm_forward(llm_model_t *m, llm_kv_pool_t *p,
     const llm_seg_t *segs, int n_segs, int n_tok);
 static void llm_forward_logits(llm_model_t *m, const llm_seg_t *segs,
     int n_segs);
+static void llm_attend_task(void *arg, int64_t task, int thread);
 static void llm_attend(const llm_model_t *m, const llm_kv_pool_t *p,
     const int32_t *blocks, int layer, int n_pos, int kv_head,
     const float *q, float *out);
 static void llm_rope_table(const llm_model_t *m, int pos, float *cos_t,
     float *sin_t);
-static void llm_mm(llm_model_t *m, float *out, const float *x,
-    int n_tok, const llm_mat_t *w);
-static void llm_model_matmul_ref(float *out, const float *x,
-    int64_t n_tok, const void *w, uint32_t type, int64_t n_rows,
-    int64_t n_cols, float *scratch);
+static void llm_mm(float *out, const float *x, int n_tok,
+    const llm_mat_t *w);
 static void rmsnorm(float *out, const float *x, const float *w, int n,
     float eps);
 static void rope(float *v, int n_heads, int head_dim, int n_rot, int neox,
@@ -835,8 +843,7 @@ llm_mat(llm_model_t *m, llm_mat_t *mat, const char *name, int64_t cols,
         return LLM_OK;
     }
 
-    mat->dot = llm_quant_dot(t->type);
-    if (mat->dot == NULL) {
+    if (!llm_quant_supported(t->type)) {
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: tensor '%s' has type %s, which the engine "
                            "cannot compute with yet", llm_gguf_path(m->gguf),
@@ -908,7 +915,6 @@ llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     if (llm_mul_size(per_tok, (size_t) max_batch, &n) != 0
         || llm_mul_size((size_t) n_logit, (size_t) c->n_vocab, &nl) != 0
         || llm_add_size(n, nl, &n) != 0
-        || llm_add_size(n, (size_t) m->max_cols, &n) != 0
         || llm_mul_size(n, sizeof(float), &n) != 0)
     {
         return llm_err_set(err, LLM_ENOMEM,
@@ -947,7 +953,13 @@ llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     s->rope_cos = s->hb2 + (size_t) max_batch * c->n_ff;
     s->rope_sin = s->rope_cos + (size_t) max_batch * half;
     s->logits = s->rope_sin + (size_t) max_batch * half;
-    s->xr = s->logits + nl;
+
+    /* llm_matmul's own buffer for its prepared input, so that it does
+     * not allocate during a step either */
+    if (llm_matmul_reserve(max_batch, m->max_cols, err) != LLM_OK) {
+        llm_state_free(s);
+        return LLM_ERR;
+    }
 
     return LLM_OK;
 }
@@ -1393,11 +1405,13 @@ static void
 llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
     int n_segs, int n_tok)
 {
-    int                 d, hd, half, kv_mul, t, pos;
+    int                 d, hd, half, t, pos;
     float              *q, *k, *v, *kc, *vc;
+    int64_t             work;
     llm_state_t        *s;
     llm_layer_t        *l;
     llm_config_t       *c;
+    llm_att_job_t       job;
     const llm_seg_t    *seg;
 
     c = &m->config;
@@ -1405,7 +1419,7 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
     d = c->n_embd;
     hd = c->head_dim;
     half = m->n_rot / 2;
-    kv_mul = c->n_head / c->n_head_kv;
+    work = 0;
 
     /* each token's sequence, position, embedding row (decoded from its
      * stored type) and rotation angles */
@@ -1424,8 +1438,14 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
 
             llm_rope_table(m, s->tok_pos[t], s->rope_cos + (size_t) t * half,
                            s->rope_sin + (size_t) t * half);
+
+            work += (int64_t) (s->tok_pos[t] + 1) * m->q_dim;
         }
     }
+
+    job.m = m;
+    job.p = p;
+    job.segs = segs;
 
     for (int li = 0; li < c->n_layer; li++) {
         l = &m->w.layers[li];
@@ -1435,9 +1455,9 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
                     l->attn_norm, d, c->norm_eps);
         }
 
-        llm_mm(m, s->q, s->xb, n_tok, &l->wq);
-        llm_mm(m, s->k, s->xb, n_tok, &l->wk);
-        llm_mm(m, s->v, s->xb, n_tok, &l->wv);
+        llm_mm(s->q, s->xb, n_tok, &l->wq);
+        llm_mm(s->k, s->xb, n_tok, &l->wk);
+        llm_mm(s->v, s->xb, n_tok, &l->wv);
 
         /* biases, per-head norms and rotation; then each key and value
          * goes to its position's slot in its sequence's blocks */
@@ -1501,19 +1521,19 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
         /* attention of each query head over its sequence's positions
          * 0..pos, the step's own keys included */
 
-        for (t = 0; t < n_tok; t++) {
-            seg = &segs[s->tok_seg[t]];
+        job.layer = li;
 
-            for (int h = 0; h < c->n_head; h++) {
-                llm_attend(m, p, seg->blocks, li, s->tok_pos[t] + 1,
-                           h / kv_mul,
-                           s->q + (size_t) t * m->q_dim + (size_t) h * hd,
-                           s->att_out + (size_t) t * m->q_dim
-                           + (size_t) h * hd);
+        if (work < LLM_ATT_INLINE) {
+            for (int64_t i = 0; i < (int64_t) n_tok * c->n_head_kv; i++) {
+                llm_attend_task(&job, i, 0);
             }
+
+        } else {
+            llm_threads_run(llm_attend_task, &job,
+                            (int64_t) n_tok * c->n_head_kv);
         }
 
-        llm_mm(m, s->xb2, s->att_out, n_tok, &l->wo);
+        llm_mm(s->xb2, s->att_out, n_tok, &l->wo);
 
         for (size_t i = 0; i < (size_t) n_tok * d; i++) {
             s->x[i] += s->xb2[i];
@@ -1526,8 +1546,8 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
                     l->ffn_norm, d, c->norm_eps);
         }
 
-        llm_mm(m, s->hb, s->xb, n_tok, &l->w_gate);
-        llm_mm(m, s->hb2, s->xb, n_tok, &l->w_up);
+        llm_mm(s->hb, s->xb, n_tok, &l->w_gate);
+        llm_mm(s->hb2, s->xb, n_tok, &l->w_up);
 
         for (size_t i = 0; i < (size_t) n_tok * c->n_ff; i++) {
             float  g = s->hb[i];
@@ -1535,7 +1555,7 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
         }
 
-        llm_mm(m, s->xb2, s->hb, n_tok, &l->w_down);
+        llm_mm(s->xb2, s->hb, n_tok, &l->w_down);
 
         for (size_t i = 0; i < (size_t) n_tok * d; i++) {
             s->x[i] += s->xb2[i];
@@ -1572,10 +1592,10 @@ llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
             /* flush the gathered rows; one goes straight to its buffer */
 
             if (rows == 1) {
-                llm_mm(m, segs[pending[0]].logits, s->xb, 1, &m->w.output);
+                llm_mm(segs[pending[0]].logits, s->xb, 1, &m->w.output);
 
             } else if (rows > 1) {
-                llm_mm(m, s->logits, s->xb, rows, &m->w.output);
+                llm_mm(s->logits, s->xb, rows, &m->w.output);
 
                 for (int r = 0; r < rows; r++) {
                     memcpy(segs[pending[r]].logits,
@@ -1600,7 +1620,7 @@ llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
                         c->norm_eps);
             }
 
-            llm_mm(m, segs[i].logits, s->xb + (size_t) t * d, segs[i].n,
+            llm_mm(segs[i].logits, s->xb + (size_t) t * d, segs[i].n,
                    &m->w.output);
 
         } else if (segs[i].logits != NULL) {
@@ -1611,6 +1631,36 @@ llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
         }
 
         t += segs[i].n;
+    }
+}
+
+
+/* task: token task / n_head_kv, the query heads of kv head
+ * task % n_head_kv */
+static void
+llm_attend_task(void *arg, int64_t task, int thread)
+{
+    int                  t, g, hd, kv_mul;
+    llm_att_job_t       *job;
+    const llm_state_t   *s;
+    const llm_config_t  *c;
+
+    (void) thread;
+
+    job = arg;
+    c = &job->m->config;
+    s = &job->m->s;
+    hd = c->head_dim;
+    kv_mul = c->n_head / c->n_head_kv;
+    t = (int) (task / c->n_head_kv);
+    g = (int) (task % c->n_head_kv);
+
+    for (int h = g * kv_mul; h < (g + 1) * kv_mul; h++) {
+        llm_attend(job->m, job->p, job->segs[s->tok_seg[t]].blocks,
+                   job->layer, s->tok_pos[t] + 1, g,
+                   s->q + (size_t) t * job->m->q_dim + (size_t) h * hd,
+                   s->att_out + (size_t) t * job->m->q_dim
+                   + (size_t) h * hd);
     }
 }
 
@@ -1731,42 +1781,14 @@ llm_rope_table(const llm_model_t *m, int pos, float *cos_t, float *sin_t)
 
 /*
  * out (n_tok, rows) = x (n_tok, cols) W^T: the hot spot, nearly all the
- * time of a step.  Goes to llm_matmul (engine/llm_quant.c) once it
- * exists; until then to the reference loop below.
+ * time of a step.  llm_matmul (engine/llm_quant.c) rounds or quantizes
+ * x as llama.cpp does for the weights' type and splits the rows over
+ * the thread pool.
  */
 static void
-llm_mm(llm_model_t *m, float *out, const float *x, int n_tok,
-    const llm_mat_t *w)
+llm_mm(float *out, const float *x, int n_tok, const llm_mat_t *w)
 {
-    llm_model_matmul_ref(out, x, n_tok, w->data, w->type, w->rows, w->cols,
-                         m->s.xr);
-}
-
-
-/* llm_matmul's contract with plain loops over llm_quant_dot; scratch
- * holds one row of x rounded for f16 and bf16 weights (n_cols) */
-static void
-llm_model_matmul_ref(float *out, const float *x, int64_t n_tok,
-    const void *w, uint32_t type, int64_t n_rows, int64_t n_cols,
-    float *scratch)
-{
-    size_t        row_bytes;
-    llm_dot_pt    dot;
-    const char   *row;
-    const float  *xt;
-
-    dot = llm_quant_dot(type);
-    row_bytes = llm_ggml_row_size(type, n_cols);
-
-    for (int64_t t = 0; t < n_tok; t++) {
-        xt = llm_quant_round_act(type, x + t * n_cols, scratch, n_cols);
-        row = w;
-
-        for (int64_t r = 0; r < n_rows; r++) {
-            out[t * n_rows + r] = dot(row, xt, n_cols);
-            row += row_bytes;
-        }
-    }
+    llm_matmul(out, x, n_tok, w->data, w->type, w->rows, w->cols);
 }
 
 
