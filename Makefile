@@ -14,7 +14,7 @@ NGINX    ?= /usr/sbin/nginx
 CFLAGS_BASE = -std=gnu11 -O2 -g -pthread -fno-strict-aliasing \
               -Wall -Wextra -Wpointer-arith -Wstrict-prototypes \
               -Wwrite-strings -Werror -Iengine -Iengine/proto
-LDLIBS      = -ljansson -lpcre2-8 -lm -pthread
+LDLIBS      = -ljansson -lpcre2-8 -lhiredis -lm -pthread
 
 ifeq ($(SAN),1)
 CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer
