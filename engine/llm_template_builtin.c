@@ -1769,16 +1769,23 @@ llm_tpl_filter_select(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
         first++;
     }
 
+    /* a->pos is NULL when there are no arguments: no offset on it */
     sub = *a;
-    sub.pos = a->pos + first;
+    sub.pos = a->npos > first ? a->pos + first : NULL;
     sub.npos = a->npos > first ? a->npos - first : 0;
-
-    if (llm_tpl_iterate(r, v, &items) != LLM_OK) {
-        return LLM_ERR;
-    }
 
     l = llm_tpl_list_new(r, 0);
     if (l == NULL) {
+        return LLM_ERR;
+    }
+
+    /* jinja2 walks the value only when it is true */
+    if (!llm_tpl_truthy(v)) {
+        *out = llm_tpl_v_list(l);
+        return LLM_OK;
+    }
+
+    if (llm_tpl_iterate(r, v, &items) != LLM_OK) {
         return LLM_ERR;
     }
 
@@ -1849,6 +1856,15 @@ llm_tpl_filter_map(llm_tpl_render_t *r, const llm_tpl_val_t *v,
     }
 
     has_default = llm_tpl_arg(a, (size_t) -1, "default", &def);
+
+    if (!llm_tpl_truthy(v)) {
+        l = llm_tpl_list_new(r, 0);
+        if (l == NULL) {
+            return LLM_ERR;
+        }
+        *out = llm_tpl_v_list(l);
+        return LLM_OK;
+    }
 
     if (llm_tpl_iterate(r, v, &items) != LLM_OK) {
         return LLM_ERR;
@@ -1976,10 +1992,17 @@ llm_tpl_filter_indent(llm_tpl_render_t *r, const llm_tpl_val_t *v,
     llm_tpl_buf_t    b;
     llm_tpl_list_t  *lines;
 
-    if (llm_tpl_to_str(r, v, &s) != LLM_OK) {
-        return LLM_ERR;
+    /* jinja2 appends "\n" to the value: only a string takes it */
+    if (v->type == LLM_TPL_UNDEF) {
+        return llm_tpl_fail_undef(r, v);
     }
 
+    if (v->type != LLM_TPL_STR) {
+        return llm_tpl_fail(r, "unsupported operand type(s) for +=: '%s'"
+                            " and 'str'", llm_tpl_type_name(v));
+    }
+
+    s = v->u.s;
     ind.p = "    ";
     ind.len = 4;
 
@@ -2168,6 +2191,10 @@ llm_tpl_filter_int(llm_tpl_render_t *r, const llm_tpl_val_t *v,
         return LLM_ERR;
     }
 
+    if (v->type == LLM_TPL_UNDEF) {
+        return llm_tpl_fail_undef(r, v);
+    }
+
     k = llm_tpl_num(v, &iv, &f);
 
     if (k == 1) {
@@ -2221,7 +2248,9 @@ llm_tpl_filter_float(llm_tpl_render_t *r, const llm_tpl_val_t *v,
     double   f;
     int64_t  iv;
 
-    (void) r;
+    if (v->type == LLM_TPL_UNDEF) {
+        return llm_tpl_fail_undef(r, v);
+    }
 
     k = llm_tpl_num(v, &iv, &f);
 
@@ -2416,9 +2445,16 @@ llm_tpl_test(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
     size_t         i, n;
     int64_t        iv, d;
     uint32_t       cp;
+    llm_tpl_str_t  s;
     llm_tpl_val_t  other;
 
     *res = 0;
+
+    /* the tests up to "odd" take no argument besides the value */
+    if (id <= LLM_TPL_IS_ODD && (a->npos || a->nkw)) {
+        return llm_tpl_fail(r, "the test takes 1 positional argument but"
+                            " %zu were given", a->npos + a->nkw + 1);
+    }
 
     switch (id) {
     case LLM_TPL_IS_DEFINED:
@@ -2478,7 +2514,9 @@ llm_tpl_test(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
         return LLM_OK;
 
     case LLM_TPL_IS_CALLABLE:
-        *res = v->type == LLM_TPL_MACRO || v->type == LLM_TPL_FUNC;
+        /* jinja2's Undefined is callable: calling it raises */
+        *res = v->type == LLM_TPL_MACRO || v->type == LLM_TPL_FUNC
+               || v->type == LLM_TPL_UNDEF;
         return LLM_OK;
 
     case LLM_TPL_IS_EVEN:
@@ -2509,19 +2547,30 @@ llm_tpl_test(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
                                 llm_tpl_type_name(&other));
         }
 
+        /* value % n as Python computes it; odd is "% 2 == 1" */
         if (k == 1 && c == 1) {
             if (d == 0) {
                 return llm_tpl_fail(r, "integer division or modulo by zero");
             }
+
             iv = d == -1 ? 0 : iv % d;
-            *res = id == LLM_TPL_IS_ODD ? iv != 0 : iv == 0;
+            if (iv != 0 && ((iv < 0) != (d < 0))) {
+                iv += d;
+            }
+
+            *res = id == LLM_TPL_IS_ODD ? iv == 1 : iv == 0;
 
         } else {
             if (fd == 0) {
                 return llm_tpl_fail(r, "float modulo");
             }
+
             f = fmod(f, fd);
-            *res = id == LLM_TPL_IS_ODD ? f != 0 : f == 0;
+            if (f != 0 && ((f < 0) != (fd < 0))) {
+                f += fd;
+            }
+
+            *res = id == LLM_TPL_IS_ODD ? f == 1.0 : f == 0;
         }
         return LLM_OK;
 
@@ -2582,17 +2631,15 @@ llm_tpl_test(llm_tpl_render_t *r, int id, const llm_tpl_val_t *v,
 
     case LLM_TPL_IS_LOWER:
     case LLM_TPL_IS_UPPER:
-        if (v->type != LLM_TPL_STR) {
-            return llm_tpl_fail(r, "'%s' object has no attribute '%s'",
-                                llm_tpl_type_name(v),
-                                id == LLM_TPL_IS_LOWER ? "islower"
-                                                      : "isupper");
+        /* jinja2 tests str(value) */
+        if (llm_tpl_to_str(r, v, &s) != LLM_OK) {
+            return LLM_ERR;
         }
 
         cased = lower = upper = 0;
 
-        for (i = 0; i < v->u.s.len; i += n) {
-            n = llm_tpl_utf8_dec(v->u.s.p + i, v->u.s.len - i, &cp);
+        for (i = 0; i < s.len; i += n) {
+            n = llm_tpl_utf8_dec(s.p + i, s.len - i, &cp);
 
             if (llm_tpl_is_cased(cp)) {
                 cased = 1;
@@ -4081,7 +4128,11 @@ llm_tpl_format_percent(llm_tpl_render_t *r, llm_tpl_buf_t *b,
         }
     }
 
-    if (args->type != LLM_TPL_DICT && used < nitems) {
+    /* Python takes any subscriptable right operand for a mapping */
+    if (used < nitems && args->type != LLM_TPL_DICT
+        && args->type != LLM_TPL_UNDEF
+        && !(args->type == LLM_TPL_LIST && !args->u.list->tuple))
+    {
         return llm_tpl_fail(r, "not all arguments converted during string"
                             " formatting");
     }

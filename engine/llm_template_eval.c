@@ -1426,7 +1426,8 @@ llm_tpl_exec_stmt(llm_tpl_render_t *r, llm_tpl_frame_t *f,
         break;
 
     case LLM_TPL_N_SETBLOCK:
-        rc = llm_tpl_capture(r, f, n->body, n->nbody, &v);
+        rc = llm_tpl_capture(r, llm_tpl_frame_new(r, f), n->body, n->nbody,
+                             &v);
         if (rc == LLM_OK) {
             rc = llm_tpl_apply_filters(r, f, n, &v);
         }
@@ -1436,7 +1437,8 @@ llm_tpl_exec_stmt(llm_tpl_render_t *r, llm_tpl_frame_t *f,
         break;
 
     case LLM_TPL_N_FILTERBLOCK:
-        rc = llm_tpl_capture(r, f, n->body, n->nbody, &v);
+        rc = llm_tpl_capture(r, llm_tpl_frame_new(r, f), n->body, n->nbody,
+                             &v);
         if (rc == LLM_OK) {
             rc = llm_tpl_apply_filters(r, f, n, &v);
         }
@@ -1663,13 +1665,20 @@ llm_tpl_exec_callblock(llm_tpl_render_t *r, llm_tpl_frame_t *f,
 }
 
 
-/* renders body into a string instead of the output */
+/*
+ * Renders body into a string instead of the output.  Set and filter
+ * blocks have their own scope in jinja2, so they pass a new frame.
+ */
 static int
 llm_tpl_capture(llm_tpl_render_t *r, llm_tpl_frame_t *f,
     llm_tpl_node_t **body, size_t nbody, llm_tpl_val_t *out)
 {
     int             rc;
     llm_tpl_buf_t   buf, *saved;
+
+    if (f == NULL) {
+        return LLM_ERR;
+    }
 
     memset(&buf, 0, sizeof(buf));
 
@@ -1680,8 +1689,9 @@ llm_tpl_capture(llm_tpl_render_t *r, llm_tpl_frame_t *f,
 
     r->out = saved;
 
-    if (rc == LLM_ERR) {
-        return LLM_ERR;
+    /* an error, or a break or continue leaving the block for its loop */
+    if (rc != LLM_OK) {
+        return rc;
     }
 
     *out = llm_tpl_buf_val(&buf);

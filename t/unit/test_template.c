@@ -140,6 +140,39 @@ static const tpl_case_t  cases[] = {
       "{{ '%(n)s' % {'n': 1} }}{{ '100%%' % () }}", NULL,
       "a-3-1.50-    r|7   |ff1100%", NULL },
 
+    /* ---- regressions: fuzzer findings, differential tests ---- */
+
+    { "fuzz: select and reject without a test name",
+      "{{ [0, 1] | select | list }}{{ [0, 1] | reject | list }}"
+      "{{ [] | select | list }}", NULL, "[1][0][]", NULL },
+    { "a set block has its own scope",
+      "{% set x = 5 %}{% set y %}{% set x = 1 %}{{ x }}{% endset %}"
+      "{{ x }}{{ y }}", NULL, "51", NULL },
+    { "a filter block has its own scope",
+      "{% set x = 5 %}{% filter upper %}{% set x = 1 %}{% endfilter %}"
+      "{{ x }}", NULL, "5", NULL },
+    { "continue inside a set block skips the rest of the iteration",
+      "{% for i in [1, 2] %}a{% set y %}{% if i == 2 %}{% continue %}"
+      "{% endif %}{% endset %}b{% endfor %}", NULL, "aba", NULL },
+    { "odd is value % 2 == 1",
+      "{{ 1.5 is odd }}{{ -3 is odd }}{{ -4 is even }}{{ 3.0 is odd }}",
+      NULL, "FalseTrueTrueTrue", NULL },
+    { "lower and upper test str(value)",
+      "{{ 3 is lower }}{{ none is upper }}{{ nope is lower }}", NULL,
+      "FalseFalseFalse", NULL },
+    { "select and map of a false value are empty",
+      "{{ false | select | list }}{{ 0 | map('upper') | list }}"
+      "{{ '' | selectattr('x') | list }}", NULL, "[][][]", NULL },
+    { "int and float of undefined fail",
+      "{{ nope | int(9) }}", NULL, NULL, "'nope' is undefined" },
+    { "indent wants a string",
+      "{{ 5 | indent }}", NULL, NULL, "unsupported operand" },
+    { "argument-less tests take no argument",
+      "{{ 'a' is false not in 'b' }}", NULL, NULL,
+      "takes 1 positional argument" },
+    { "% with a list right operand is a mapping",
+      "{{ '' % [1, 2] }}{{ 'x' % {} }}|", NULL, "x|", NULL },
+
     /* ---- statements ---- */
 
     { "if, elif, else",
