@@ -635,6 +635,9 @@ static void llm_matmul_slow(float *out, const float *x, int64_t n_tok,
 /* NULL: not built for this architecture */
 static const llm_cpu_kernels_t  *llm_cpu_levels[LLM_CPU_NLEVELS] = {
     &llm_cpu_scalar,
+#if defined(__x86_64__)
+    &llm_cpu_avx2,
+#endif
 };
 
 static pthread_once_t            llm_matmul_once = PTHREAD_ONCE_INIT;
