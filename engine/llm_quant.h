@@ -45,6 +45,10 @@ llm_dot_pt llm_quant_dot(uint32_t type);
 /* writes n floats; returns LLM_ERR for types it cannot decode */
 int llm_dequant_row(uint32_t type, const void *row, float *y, int64_t n);
 
+/* the inverse, round to nearest: writes llm_ggml_row_size(type, n)
+ * bytes; LLM_ERR for the other types or n not whole blocks */
+int llm_quantize_row(uint32_t type, const float *x, void *out, int64_t n);
+
 
 /*
  * out (n_tok, n_rows) f32 = x (n_tok, n_cols) f32 times the transpose

@@ -117,6 +117,51 @@ main(void)
         }
     }
 
+    /* llm_quantize_row then llm_dequant_row: each element within the
+     * type's step of its block (rms error well inside it) */
+    {
+        static const struct {
+            uint32_t  type;
+            double    rms;      /* rms error / rms of x, at most */
+        } q[] = {
+            { LLM_TYPE_F32, 0.0 }, { LLM_TYPE_F16, 1e-3 },
+            { LLM_TYPE_BF16, 3e-3 }, { LLM_TYPE_Q8_0, 0.006 },
+            { LLM_TYPE_Q4_0, 0.1 }, { LLM_TYPE_Q4_K, 0.09 },
+            { LLM_TYPE_Q5_K, 0.045 }, { LLM_TYPE_Q6_K, 0.02 }
+        };
+        static float   src[1024], back[1024];
+        static uint8_t  packed[1024 * 4];
+
+        for (int i = 0; i < 1024; i++) {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            src[i] = ((float) (r % 20001) / 10000.0f - 1.0f)
+                     * (i % 128 < 64 ? 0.02f : 0.5f);
+        }
+
+        for (size_t t = 0; t < sizeof(q) / sizeof(q[0]); t++) {
+            double  se = 0.0, sx = 0.0;
+
+            ok(llm_quantize_row(q[t].type, src, packed, 1024) == LLM_OK
+               && llm_dequant_row(q[t].type, packed, back, 1024) == LLM_OK,
+               "%s quantizes and back", llm_ggml_type_name(q[t].type));
+
+            for (int i = 0; i < 1024; i++) {
+                se += (double) (back[i] - src[i]) * (back[i] - src[i]);
+                sx += (double) src[i] * src[i];
+            }
+
+            ok(sqrt(se / sx) <= q[t].rms, "%s round trip: relative rms "
+               "error %.3g (at most %g)", llm_ggml_type_name(q[t].type),
+               sqrt(se / sx), q[t].rms);
+        }
+
+        ok(llm_quantize_row(LLM_TYPE_Q4_K, src, packed, 100) == LLM_ERR
+           && llm_quantize_row(LLM_TYPE_Q4_1, src, packed, 64) == LLM_ERR,
+           "partial blocks and unknown types are refused");
+    }
+
     ok(!llm_quant_supported(LLM_TYPE_Q4_1) && llm_quant_dot(99) == NULL,
        "Q4_1 and unknown types are not computed");
 
