@@ -5,8 +5,14 @@
  * it for a while after each job (the next matmul is usually
  * microseconds away while a token is computed) and then sleep on it
  * with a futex, so that an idle engine costs no CPU.  The caller works
- * on the job too and then waits, the same way, for the workers that
- * took part to check in.
+ * on the job too and then waits, the same way, for the tasks that
+ * others claimed to finish.  It never waits for a worker that has not
+ * claimed anything: on a busy machine a worker may not get a CPU for
+ * milliseconds, and the caller simply does its share.
+ *
+ * Tasks are claimed with a compare-and-swap on (job, next task), so a
+ * worker that wakes late, when its job is over and maybe the next one
+ * published, claims nothing of a job whose fields it did not read.
  */
 
 #define _GNU_SOURCE
@@ -33,12 +39,12 @@
 typedef struct {
     /* the job: written by the caller before gen is bumped (release),
      * read by workers after they see the bump (acquire) */
-    llm_task_pt            fn;
-    void                  *arg;
-    int64_t                n_tasks;
-    int                    n_workers;      /* workers taking part */
+    _Atomic(llm_task_pt)   fn;             /* relaxed: a late worker */
+    _Atomic(void *)        arg;            /* may read them while the */
+    _Atomic int64_t        n_tasks;        /* next job is written, and */
+    _Atomic int            n_workers;      /* then fails its claim */
 
-    _Atomic int64_t        next;           /* next task to claim */
+    _Atomic uint64_t       claim;          /* job << 32 | next task */
 
     _Alignas(64)
     _Atomic uint32_t       gen;            /* futex word: job number */
@@ -46,7 +52,7 @@ typedef struct {
     _Atomic int            stop;
 
     _Alignas(64)
-    _Atomic uint32_t       done;           /* futex word: workers done */
+    _Atomic uint32_t       done;           /* futex word: tasks done */
     _Atomic int            caller_asleep;
 
     _Alignas(64)
@@ -58,7 +64,7 @@ typedef struct {
 
 
 static void *llm_worker(void *data);
-static void llm_pool_work(int thread);
+static void llm_pool_work(uint32_t job, int thread);
 static int llm_pool_start(int n, llm_err_t *err);
 static void llm_pool_stop(void);
 static int llm_cpus_online(void);
@@ -121,14 +127,14 @@ void
 llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
 {
     int       n_workers;
-    uint32_t  d;
+    uint32_t  d, job;
     uint64_t  t0;
 
     if (n_tasks <= 0) {
         return;
     }
 
-    if (llm_in_pool || n_tasks == 1) {
+    if (llm_in_pool || n_tasks == 1 || n_tasks >= INT32_MAX) {
         for (int64_t i = 0; i < n_tasks; i++) {
             fn(arg, i, 0);
         }
@@ -146,30 +152,35 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
         n_workers = (int) (n_tasks - 1);
     }
 
-    llm_pool.fn = fn;
-    llm_pool.arg = arg;
-    llm_pool.n_tasks = n_tasks;
-    llm_pool.n_workers = n_workers;
-    atomic_store_explicit(&llm_pool.next, 0, memory_order_relaxed);
-    atomic_store_explicit(&llm_pool.done, 0, memory_order_relaxed);
+    job = atomic_load_explicit(&llm_pool.gen, memory_order_relaxed) + 1;
 
-    /* seq_cst against the workers' n_asleep++ then gen check: either
-     * they see the new gen or we see them asleep */
-    atomic_fetch_add(&llm_pool.gen, 1);
+    atomic_store_explicit(&llm_pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&llm_pool.arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&llm_pool.n_tasks, n_tasks, memory_order_relaxed);
+    atomic_store_explicit(&llm_pool.n_workers, n_workers,
+                          memory_order_relaxed);
+    atomic_store_explicit(&llm_pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&llm_pool.claim, (uint64_t) job << 32,
+                          memory_order_relaxed);
+
+    /* release for the fields above; seq_cst against the workers'
+     * n_asleep++ then gen check: they see the new gen or we see them
+     * asleep */
+    atomic_store(&llm_pool.gen, job);
 
     if (n_workers > 0 && atomic_load(&llm_pool.n_asleep) > 0) {
         llm_futex_wake(&llm_pool.gen);
     }
 
     llm_in_pool = 1;
-    llm_pool_work(0);
+    llm_pool_work(job, 0);
     llm_in_pool = 0;
 
     t0 = 0;
 
     for (uint32_t spins = 0; ; spins++) {
         d = atomic_load_explicit(&llm_pool.done, memory_order_acquire);
-        if ((int) d >= n_workers) {
+        if ((int64_t) d >= n_tasks) {
             break;
         }
 
@@ -189,7 +200,7 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
 
         atomic_store(&llm_pool.caller_asleep, 1);
         d = atomic_load(&llm_pool.done);
-        if ((int) d < n_workers) {
+        if ((int64_t) d < n_tasks) {
             llm_futex_wait(&llm_pool.done, d);
         }
         atomic_store(&llm_pool.caller_asleep, 0);
@@ -199,20 +210,49 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
 }
 
 
-/* claims tasks until none is left */
+/*
+ * Claims tasks of job until none is left.  The fields are read before
+ * the claim succeeds: a claim of job's task i means the job was not
+ * finished, so it had not been replaced, when they were read.  Each
+ * finished task counts in done (release: its stores happen before the
+ * caller returns); the last one wakes a caller that went to sleep.
+ */
 static void
-llm_pool_work(int thread)
+llm_pool_work(uint32_t job, int thread)
 {
-    int64_t  i;
+    void         *arg;
+    int64_t       n;
+    uint64_t      c;
+    llm_task_pt   fn;
+
+    fn = atomic_load_explicit(&llm_pool.fn, memory_order_relaxed);
+    arg = atomic_load_explicit(&llm_pool.arg, memory_order_relaxed);
+    n = atomic_load_explicit(&llm_pool.n_tasks, memory_order_relaxed);
+
+    c = atomic_load_explicit(&llm_pool.claim, memory_order_relaxed);
 
     for ( ;; ) {
-        i = atomic_fetch_add_explicit(&llm_pool.next, 1,
-                                      memory_order_relaxed);
-        if (i >= llm_pool.n_tasks) {
+        if ((uint32_t) (c >> 32) != job || (int64_t) (uint32_t) c >= n) {
             return;
         }
 
-        llm_pool.fn(llm_pool.arg, i, thread);
+        if (!atomic_compare_exchange_weak_explicit(&llm_pool.claim, &c,
+                                                   c + 1,
+                                                   memory_order_acquire,
+                                                   memory_order_relaxed))
+        {
+            continue;
+        }
+
+        fn(arg, (int64_t) (uint32_t) c, thread);
+
+        if ((int64_t) atomic_fetch_add(&llm_pool.done, 1) + 1 == n
+            && thread != 0 && atomic_load(&llm_pool.caller_asleep))
+        {
+            llm_futex_wake(&llm_pool.done);
+        }
+
+        c = atomic_load_explicit(&llm_pool.claim, memory_order_relaxed);
     }
 }
 
@@ -264,20 +304,13 @@ llm_worker(void *data)
             return NULL;
         }
 
-        if (thread > llm_pool.n_workers) {
+        if (thread > atomic_load_explicit(&llm_pool.n_workers,
+                                          memory_order_relaxed))
+        {
             continue;    /* a small job: not needed */
         }
 
-        llm_pool_work(thread);
-
-        /* release: our tasks' stores happen before the caller's return;
-         * seq_cst against the caller's caller_asleep store */
-        if ((int) atomic_fetch_add(&llm_pool.done, 1) + 1
-            == llm_pool.n_workers
-            && atomic_load(&llm_pool.caller_asleep))
-        {
-            llm_futex_wake(&llm_pool.done);
-        }
+        llm_pool_work(g, thread);
     }
 }
 
