@@ -34,9 +34,9 @@ UNIT_BINS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 MODULE_SRCS := $(wildcard ngx_llm_module/*.c ngx_llm_module/*.h) \
                engine/proto/llm_proto.h engine/proto/llm_ring.h config
 
-.PHONY: all engine module units test demo deps clean
+.PHONY: all engine module units tools test demo deps clean
 
-all: engine module units
+all: engine module units tools
 
 engine: $(BUILD)/llm-engine
 units: $(UNIT_BINS)
@@ -48,6 +48,12 @@ $(BUILD)/engine/%.o: engine/%.c $(wildcard engine/*.h engine/proto/*.h)
 
 $(BUILD)/llm-engine: $(ENGINE_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# tools/gguf_write.c: random-weight GGUF files of real shapes (bench/)
+tools: $(BUILD)/gguf-write
+
+$(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB_OBJS)
 	@mkdir -p $(dir $@)
