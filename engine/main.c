@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "llm_bench.h"
 #include "llm_common.h"
 #include "llm_model.h"
 #include "llm_sampler.h"
@@ -72,6 +73,10 @@ main(int argc, char **argv)
         return llm_serve_main(argc - 1, argv + 1);
     }
 
+    if (strcmp(cmd, "bench") == 0) {
+        return llm_bench_main(argc - 1, argv + 1);
+    }
+
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0
         || strcmp(cmd, "help") == 0)
     {
@@ -119,6 +124,9 @@ llm_usage(FILE *f)
         "usage: llm-engine COMMAND [options]\n"
         "\n"
         "  serve ...                      run the engine daemon for nginx\n"
+        "  bench --model M [--threads N] [--prompt-tokens P]\n"
+        "        [--gen-tokens G]         prefill and decode tok/s, and\n"
+        "                                 decode against memory bandwidth\n"
         "                                 (llm-engine serve --help)\n"
         "  generate --model M --prompt TEXT [--max-tokens N]\n"
         "           [--temperature T] [--top-p P] [--seed S]\n"

@@ -1,0 +1,431 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * llm-engine bench --model M [--threads N] [--prompt-tokens P]
+ *                  [--gen-tokens G] [--reps R] [--bw-mb MB]
+ *
+ * Decoding one token reads every weight once, so its rate is bounded by
+ * memory read bandwidth / bytes of weights read per token.  This
+ * measures that bandwidth itself (every thread streaming its part of a
+ * buffer far larger than the caches, best of several passes, before and
+ * after the model runs, since neighbours on the machine come and go),
+ * then a prefill of P tokens in one forward pass and G decode steps of
+ * one token, each best of R repetitions, and prints the rates, the
+ * ceiling and the decode rate's share of it; the last line sums it up
+ * as key=value pairs for scripts (bench/cpu.sh).
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm_bench.h"
+#include "llm_common.h"
+#include "llm_gguf.h"
+#include "llm_model.h"
+#include "llm_quant.h"
+#include "llm_threads.h"
+
+
+#define LLM_BENCH_CHUNK  (1 << 20)     /* bytes per bandwidth task */
+
+
+typedef struct {
+    const char      *model;
+    long             threads;
+    long             prompt;
+    long             gen;
+    long             reps;
+    long             bw_mb;
+} llm_bench_opts_t;
+
+
+typedef struct {
+    const uint8_t   *buf;
+    size_t           len;
+    uint64_t         sink[256];    /* per thread: keeps the reads live */
+} llm_bw_job_t;
+
+
+static int llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o);
+static double llm_bench_bandwidth(size_t len, int passes);
+static void llm_bw_task(void *arg, int64_t task, int thread);
+static size_t llm_bench_weight_bytes(const llm_model_t *m, char *types,
+    size_t types_len);
+static int llm_bench_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+
+int
+llm_bench_main(int argc, char **argv)
+{
+    int                  rc, n_vocab;
+    char                 types[256];
+    float               *logits;
+    double               bw, bw2, prefill, decode, t, ceiling;
+    size_t               wbytes;
+    int32_t             *tokens, next;
+    uint64_t             t0, rng;
+    llm_kv_t            *kv;
+    llm_err_t            err;
+    llm_model_t         *m;
+    llm_bench_opts_t     o;
+    const llm_config_t  *c;
+
+    memset(&o, 0, sizeof(o));
+    o.prompt = 128;
+    o.gen = 32;
+    o.reps = 3;
+    o.bw_mb = 512;
+
+    if (llm_bench_parse(argc - 1, argv + 1, &o) != LLM_OK) {
+        return 2;
+    }
+
+    if (o.model == NULL) {
+        return llm_bench_fail("--model is required");
+    }
+
+    memset(&err, 0, sizeof(err));
+
+    if (llm_threads_init((int) o.threads, &err) != LLM_OK) {
+        fprintf(stderr, "llm-engine bench: %s (going on)\n", err.errstr);
+    }
+
+    if (llm_model_load(&m, o.model, &err) != LLM_OK) {
+        return llm_bench_fail("%s", err.errstr);
+    }
+
+    c = llm_model_config(m);
+    n_vocab = c->n_vocab;
+    rc = 1;
+    kv = NULL;
+    tokens = NULL;
+    logits = NULL;
+
+    if (o.prompt + o.gen > c->n_ctx) {
+        llm_bench_fail("%ld + %ld tokens do not fit the context of %d",
+                       o.prompt, o.gen, c->n_ctx);
+        goto done;
+    }
+
+    if (o.prompt > llm_model_max_batch(m)
+        && llm_model_set_max_batch(m, (int) o.prompt, &err) != LLM_OK)
+    {
+        llm_bench_fail("%s", err.errstr);
+        goto done;
+    }
+
+    kv = llm_kv_new(m, (int) (o.prompt + o.gen), &err);
+    tokens = malloc((size_t) o.prompt * sizeof(int32_t));
+    logits = malloc((size_t) n_vocab * sizeof(float));
+
+    if (kv == NULL || tokens == NULL || logits == NULL) {
+        llm_bench_fail("%s", kv == NULL ? err.errstr : "out of memory");
+        goto done;
+    }
+
+    /* a fixed pseudo-random prompt, clear of the special tokens */
+    rng = 0x9e3779b97f4a7c15ULL;
+    for (long i = 0; i < o.prompt; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokens[i] = (int32_t) (3 + rng % (uint64_t) (n_vocab - 3));
+    }
+
+    wbytes = llm_bench_weight_bytes(m, types, sizeof(types));
+
+    printf("model     %s (%s, %d layers, width %d, ffn %d, vocab %d)\n",
+           o.model, c->arch, c->n_layer, c->n_embd, c->n_ff, n_vocab);
+    printf("weights   %.1f MB read per token:%s\n", wbytes / 1e6, types);
+    printf("cpu       %s kernels, %d threads\n",
+           llm_quant_level_name(llm_quant_level()), llm_threads_count());
+    fflush(stdout);
+
+    bw = llm_bench_bandwidth((size_t) o.bw_mb << 20, 5);
+
+    prefill = 0.0;
+    decode = 0.0;
+
+    for (long r = 0; r < o.reps; r++) {
+        t0 = llm_now_us();
+        if (llm_model_forward(m, kv, tokens, (int) o.prompt, 0, logits, 0,
+                              &err)
+            != LLM_OK)
+        {
+            llm_bench_fail("%s", err.errstr);
+            goto done;
+        }
+
+        t = (double) o.prompt * 1e6 / (double) (llm_now_us() - t0 + 1);
+        prefill = t > prefill ? t : prefill;
+
+        /* greedy, so that the work is that of real decoding */
+        t0 = llm_now_us();
+
+        for (long g = 0; g < o.gen; g++) {
+            next = 0;
+            for (int i = 1; i < n_vocab; i++) {
+                if (logits[i] > logits[next]) {
+                    next = i;
+                }
+            }
+
+            if (llm_model_forward(m, kv, &next, 1, (int) (o.prompt + g),
+                                  logits, 0, &err)
+                != LLM_OK)
+            {
+                llm_bench_fail("%s", err.errstr);
+                goto done;
+            }
+        }
+
+        t = (double) o.gen * 1e6 / (double) (llm_now_us() - t0 + 1);
+        decode = t > decode ? t : decode;
+    }
+
+    bw2 = llm_bench_bandwidth((size_t) o.bw_mb << 20, 5);
+    bw = bw2 > bw ? bw2 : bw;
+
+    ceiling = bw / (double) wbytes;
+
+    printf("memory    %.1f GB/s read (best of 10 passes over %ld MB, "
+           "before and after)\n", bw / 1e9, o.bw_mb);
+    printf("prefill   %ld tokens: %.1f tok/s (best of %ld)\n", o.prompt,
+           prefill, o.reps);
+    printf("decode    %ld tokens: %.2f tok/s (best of %ld) = %.0f%% of the "
+           "ceiling %.2f tok/s\n", o.gen, decode, o.reps,
+           100.0 * decode / ceiling, ceiling);
+    printf("result threads=%d cpu=%s weights_mb=%.1f bw_gbs=%.2f "
+           "ceiling_tps=%.2f decode_tps=%.2f ratio=%.3f prefill_tps=%.2f\n",
+           llm_threads_count(), llm_quant_level_name(llm_quant_level()),
+           wbytes / 1e6, bw / 1e9, ceiling, decode, decode / ceiling,
+           prefill);
+
+    rc = 0;
+
+done:
+
+    free(logits);
+    free(tokens);
+    llm_kv_free(kv);
+    llm_model_free(m);
+    llm_threads_free();
+
+    return rc;
+}
+
+
+static int
+llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o)
+{
+    long        *dst, min, max;
+    char        *end;
+    const char  *name, *val;
+
+    for (int i = 0; i < argc; i++) {
+        name = argv[i];
+
+        if (i + 1 >= argc) {
+            llm_bench_fail("option %s needs a value (or is unknown)", name);
+            return LLM_ERR;
+        }
+
+        val = argv[++i];
+        min = 1;
+        max = INT_MAX;
+
+        if (strcmp(name, "--model") == 0) {
+            o->model = val;
+            continue;
+
+        } else if (strcmp(name, "--threads") == 0) {
+            dst = &o->threads;
+            max = 256;
+
+        } else if (strcmp(name, "--prompt-tokens") == 0) {
+            dst = &o->prompt;
+            max = 1 << 20;
+
+        } else if (strcmp(name, "--gen-tokens") == 0) {
+            dst = &o->gen;
+            max = 1 << 20;
+
+        } else if (strcmp(name, "--reps") == 0) {
+            dst = &o->reps;
+            max = 1000;
+
+        } else if (strcmp(name, "--bw-mb") == 0) {
+            dst = &o->bw_mb;
+            min = 16;
+            max = 1 << 16;
+
+        } else {
+            llm_bench_fail("unknown option %s", name);
+            return LLM_ERR;
+        }
+
+        errno = 0;
+        *dst = strtol(val, &end, 10);
+
+        if (errno != 0 || *end != '\0' || end == val || *dst < min
+            || *dst > max)
+        {
+            llm_bench_fail("%s: \"%s\" is not a number in %ld..%ld", name,
+                           val, min, max);
+            return LLM_ERR;
+        }
+    }
+
+    return LLM_OK;
+}
+
+
+/* bytes per second, best of passes over a buffer of len bytes */
+static double
+llm_bench_bandwidth(size_t len, int passes)
+{
+    double         best, rate;
+    uint64_t       t0, dt;
+    llm_bw_job_t   job;
+    uint8_t       *buf;
+
+    buf = malloc(len);
+    if (buf == NULL) {
+        return 0.0;
+    }
+
+    /* touch every page, with data that is not all zeros */
+    for (size_t i = 0; i < len; i += 64) {
+        buf[i] = (uint8_t) i;
+    }
+
+    memset(&job, 0, sizeof(job));
+    job.buf = buf;
+    job.len = len;
+    best = 0.0;
+
+    for (int p = 0; p < passes; p++) {
+        t0 = llm_now_us();
+        llm_threads_run(llm_bw_task, &job,
+                        (int64_t) ((len + LLM_BENCH_CHUNK - 1)
+                                   / LLM_BENCH_CHUNK));
+        dt = llm_now_us() - t0;
+
+        rate = (double) len * 1e6 / (double) (dt + 1);
+        best = rate > best ? rate : best;
+    }
+
+    free(buf);
+
+    return best;
+}
+
+
+/* sums one chunk with four independent 16-byte accumulators: as many
+ * loads in flight as the core allows, whatever the vector width */
+static void
+llm_bw_task(void *arg, int64_t task, int thread)
+{
+    typedef uint64_t  v2_t __attribute__((vector_size(16), aligned(16)));
+
+    size_t         off, end;
+    v2_t           s0, s1, s2, s3;
+    const v2_t    *p;
+    llm_bw_job_t  *job;
+
+    job = arg;
+    off = (size_t) task * LLM_BENCH_CHUNK;
+    end = off + LLM_BENCH_CHUNK;
+    if (end > job->len) {
+        end = job->len;
+    }
+
+    s0 = (v2_t) { 0, 0 };
+    s1 = s0;
+    s2 = s0;
+    s3 = s0;
+
+    /* malloc's large blocks are page-aligned plus a header: round in */
+    off = (off + 63) & ~(size_t) 63;
+
+    for ( ; off + 64 <= end; off += 64) {
+        p = (const v2_t *) (job->buf + off);
+        s0 += p[0];
+        s1 += p[1];
+        s2 += p[2];
+        s3 += p[3];
+    }
+
+    s0 += s1 + s2 + s3;
+    job->sink[thread & 255] += s0[0] + s0[1];
+}
+
+
+/*
+ * What one decode step reads: every tensor but the token embeddings, of
+ * which it reads one row (unless they double as the output matrix).
+ * types gets a summary: " Q8_0 1170.1 MB, F32 0.2 MB".
+ */
+static size_t
+llm_bench_weight_bytes(const llm_model_t *m, char *types, size_t types_len)
+{
+    int                       tied;
+    size_t                    total, by_type[LLM_TYPE_COUNT], len;
+    const llm_gguf_t         *g;
+    const llm_gguf_tensor_t  *t;
+
+    g = llm_model_gguf(m);
+    tied = llm_gguf_tensor(g, "output.weight") == NULL;
+    memset(by_type, 0, sizeof(by_type));
+    total = 0;
+
+    for (size_t i = 0; i < llm_gguf_n_tensors(g); i++) {
+        size_t  n;
+
+        t = llm_gguf_tensor_at(g, i);
+        n = t->nbytes;
+
+        if (!tied && strcmp(t->name, "token_embd.weight") == 0) {
+            n = llm_ggml_row_size(t->type, t->ne[0]);
+        }
+
+        total += n;
+        if (t->type < LLM_TYPE_COUNT) {
+            by_type[t->type] += n;
+        }
+    }
+
+    types[0] = '\0';
+    len = 0;
+
+    for (uint32_t k = 0; k < LLM_TYPE_COUNT; k++) {
+        if (by_type[k] >= 100000 && len < types_len) {
+            len += (size_t) snprintf(types + len, types_len - len,
+                                     "%s %s %.1f MB", len ? "," : "",
+                                     llm_ggml_type_name(k),
+                                     by_type[k] / 1e6);
+        }
+    }
+
+    return total;
+}
+
+
+static int
+llm_bench_fail(const char *fmt, ...)
+{
+    va_list  ap;
+
+    fprintf(stderr, "llm-engine bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+
+    return 1;
+}
