@@ -3,15 +3,22 @@
  * Copyright (C) ngx_llm developers
  *
  * The content handler: routes a request by its URI's suffix, reads and
- * validates a completion, submits it to a slot, then turns the slot's
- * events into one JSON body or a stream of SSE chunks.
+ * validates a completion or chat request, picks the model version that
+ * serves it (llm_model), submits one slot per choice, then turns the
+ * slots' events into one JSON body or a stream of SSE chunks.  A request
+ * that finds no free slot waits for one (llm_queue_timeout): it is
+ * retried when this worker frees a slot, and on a short timer for slots
+ * freed by other workers or the engine.
  *
- * A submitted request is held by the reference ngx_http_read_client_
+ * A request in flight is held by the reference ngx_http_read_client_
  * request_body() took (as upstream does): it is released by exactly one
- * ngx_http_finalize_request(), always after ngx_http_llm_detach() gave the
- * slot back.  When nginx itself ends the request (client gone, HTTP/2
- * reset, shutdown) the cleanups below detach it; the engine never holds
- * a request pointer, only {slot, generation}.
+ * ngx_http_finalize_request(), always after ngx_http_llm_detach() gave
+ * the slots back.  When nginx itself ends the request (client gone,
+ * HTTP/2 reset, shutdown) the cleanups below detach it; the engine never
+ * holds a request pointer, only {slot, generation}.
+ *
+ * Functions that may end the request return NGX_DONE when they did:
+ * the request may be freed by then and nothing of it may be touched.
  */
 
 
@@ -24,38 +31,56 @@
 
 
 #define NGX_HTTP_LLM_ROUTE_NONE         0
-#define NGX_HTTP_LLM_ROUTE_COMPLETIONS  1
-#define NGX_HTTP_LLM_ROUTE_MODELS       2
+#define NGX_HTTP_LLM_ROUTE_MODELS       3
+#define NGX_HTTP_LLM_ROUTE_MODEL        4
 
 
-static ngx_uint_t ngx_http_llm_route(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_llm_route(ngx_http_request_t *r, ngx_str_t *id);
+static ngx_int_t ngx_http_llm_get(ngx_http_request_t *r, ngx_uint_t route,
+    ngx_str_t *id);
 static ngx_int_t ngx_http_llm_reject(ngx_http_request_t *r,
     ngx_uint_t status, const char *allow, const char *code,
     const char *message);
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_llm_submit(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_prepare(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_set_model(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_completion_t *cp,
+    ngx_http_llm_error_t *err);
+static ngx_int_t ngx_http_llm_set_choices(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_completion_t *cp);
 static ngx_int_t ngx_http_llm_read_body(ngx_http_request_t *r,
     ngx_str_t *body, ngx_http_llm_error_t *err);
-static ngx_int_t ngx_http_llm_start(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value);
+static ngx_int_t ngx_http_llm_wait(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_start(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_start_stream(ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_set_id(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_cleanup(void *data);
-static void ngx_http_llm_drain(ngx_http_llm_ctx_t *ctx);
-static ngx_int_t ngx_http_llm_append(ngx_http_llm_ctx_t *ctx, u_char *p,
+static void ngx_http_llm_release(ngx_http_llm_choice_t *ch);
+static ngx_int_t ngx_http_llm_drain(ngx_http_llm_choice_t *ch);
+static ngx_int_t ngx_http_llm_token(ngx_http_llm_choice_t *ch, u_char *buf,
     size_t len);
-static void ngx_http_llm_event_error(ngx_http_llm_ctx_t *ctx, u_char *buf,
+static ngx_int_t ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p,
+    size_t len);
+static void ngx_http_llm_event_error(ngx_http_llm_choice_t *ch, u_char *buf,
     size_t len, ngx_http_llm_error_t *err);
-static void ngx_http_llm_finish(ngx_http_llm_ctx_t *ctx);
-static void ngx_http_llm_corrupt(ngx_http_llm_ctx_t *ctx, const char *why);
-static ngx_int_t ngx_http_llm_send_text(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_choice_done(ngx_http_llm_choice_t *ch);
+static ngx_int_t ngx_http_llm_finish_stream(ngx_http_llm_choice_t *ch,
+    const char *finish);
+static ngx_int_t ngx_http_llm_corrupt(ngx_http_llm_choice_t *ch,
+    const char *why);
+static ngx_int_t ngx_http_llm_abort(ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_send_chunk(ngx_http_llm_choice_t *ch);
 static ngx_chain_t *ngx_http_llm_sse_buf(ngx_http_llm_ctx_t *ctx,
-    json_t *json, ngx_uint_t done);
+    json_t *json, ngx_uint_t last);
 static ngx_int_t ngx_http_llm_output(ngx_http_llm_ctx_t *ctx,
     ngx_chain_t *out);
 static void ngx_http_llm_write_handler(ngx_http_request_t *r);
-static void ngx_http_llm_timeout_handler(ngx_event_t *ev);
+static void ngx_http_llm_deadline_handler(ngx_event_t *ev);
+static void ngx_http_llm_queue_timeout_handler(ngx_event_t *ev);
 
 
 static ngx_str_t  ngx_http_llm_sse_type = ngx_string("text/event-stream");
@@ -68,16 +93,16 @@ ngx_int_t
 ngx_http_llm_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
+    ngx_str_t                 id;
     ngx_uint_t                route;
     ngx_http_llm_ctx_t       *ctx;
-    ngx_http_llm_error_t      err;
     ngx_http_llm_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
-    route = ngx_http_llm_route(r);
+    route = ngx_http_llm_route(r, &id);
 
-    if (route == NGX_HTTP_LLM_ROUTE_COMPLETIONS
+    if ((route == NGX_HTTP_LLM_COMPLETIONS || route == NGX_HTTP_LLM_CHAT)
         && r->method == NGX_HTTP_POST)
     {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
@@ -88,14 +113,17 @@ ngx_http_llm_handler(ngx_http_request_t *r)
         /*
          * set by ngx_pcalloc():
          *
-         *     ctx->attached = 0;
-         *     ctx->text = NULL;
+         *     ctx->choices = NULL;
+         *     ctx->n_submitted = 0;
+         *     ctx->waiting = 0;
+         *     ctx->started = 0;
          *     ctx->free = NULL;
          *     ctx->busy = NULL;
          */
 
         ctx->request = r;
         ctx->engine = llcf->engine;
+        ctx->endpoint = route;
 
         ngx_http_set_ctx(r, ctx, ngx_http_llm_module);
 
@@ -118,32 +146,15 @@ ngx_http_llm_handler(ngx_http_request_t *r)
 
     switch (route) {
 
-    case NGX_HTTP_LLM_ROUTE_COMPLETIONS:
+    case NGX_HTTP_LLM_COMPLETIONS:
+    case NGX_HTTP_LLM_CHAT:
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED, "POST",
                                    "method_not_allowed",
                                    "Method not allowed: use POST");
 
     case NGX_HTTP_LLM_ROUTE_MODELS:
-
-        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-            return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED, "GET, HEAD",
-                                       "method_not_allowed",
-                                       "Method not allowed: use GET");
-        }
-
-        if (llcf->engine->state != NGX_HTTP_LLM_READY) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "llm engine \"%V\" is not connected",
-                          &llcf->engine->name);
-
-            ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE,
-                               "server_error", NULL, "engine_unavailable",
-                               "The inference engine is not available, "
-                               "retry later");
-            return ngx_http_llm_send_error(r, &err);
-        }
-
-        return ngx_http_llm_send_models(r, llcf->engine);
+    case NGX_HTTP_LLM_ROUTE_MODEL:
+        return ngx_http_llm_get(r, route, &id);
 
     default:
         return ngx_http_llm_reject(r, NGX_HTTP_NOT_FOUND, NULL,
@@ -152,29 +163,91 @@ ngx_http_llm_handler(ngx_http_request_t *r)
 }
 
 
-/* the endpoint is the URI's suffix: works under "location /" or "/api/" */
+/*
+ * The endpoint is the URI's suffix, so the API works under "location /"
+ * or "/api/": .../v1/completions, .../v1/chat/completions, .../v1/models
+ * and .../v1/models/ID.
+ */
 
 static ngx_uint_t
-ngx_http_llm_route(ngx_http_request_t *r)
+ngx_http_llm_route(ngx_http_request_t *r, ngx_str_t *id)
 {
-    static ngx_str_t  completions = ngx_string("/v1/completions");
-    static ngx_str_t  models = ngx_string("/v1/models");
+    u_char     *p, *last;
+    ngx_uint_t  i;
 
-    if (r->uri.len >= completions.len
-        && ngx_strncmp(r->uri.data + r->uri.len - completions.len,
-                       completions.data, completions.len) == 0)
-    {
-        return NGX_HTTP_LLM_ROUTE_COMPLETIONS;
+    static struct {
+        ngx_str_t   suffix;
+        ngx_uint_t  route;
+    } routes[] = {
+        { ngx_string("/v1/completions"), NGX_HTTP_LLM_COMPLETIONS },
+        { ngx_string("/v1/chat/completions"), NGX_HTTP_LLM_CHAT },
+        { ngx_string("/v1/models"), NGX_HTTP_LLM_ROUTE_MODELS }
+    };
+
+    for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (r->uri.len >= routes[i].suffix.len
+            && ngx_strncmp(r->uri.data + r->uri.len - routes[i].suffix.len,
+                           routes[i].suffix.data, routes[i].suffix.len)
+               == 0)
+        {
+            return routes[i].route;
+        }
     }
 
-    if (r->uri.len >= models.len
-        && ngx_strncmp(r->uri.data + r->uri.len - models.len,
-                       models.data, models.len) == 0)
-    {
-        return NGX_HTTP_LLM_ROUTE_MODELS;
+    /* .../v1/models/ID: the ID is the last path segment */
+
+    last = r->uri.data + r->uri.len;
+
+    for (p = last; p > r->uri.data && p[-1] != '/'; p--) {
+        /* void */
     }
 
-    return NGX_HTTP_LLM_ROUTE_NONE;
+    if (p == last || (size_t) (p - r->uri.data) < sizeof("/v1/models/") - 1
+        || ngx_strncmp(p - (sizeof("/v1/models/") - 1), "/v1/models/",
+                       sizeof("/v1/models/") - 1)
+           != 0)
+    {
+        return NGX_HTTP_LLM_ROUTE_NONE;
+    }
+
+    id->data = p;
+    id->len = last - p;
+
+    return NGX_HTTP_LLM_ROUTE_MODEL;
+}
+
+
+/* GET .../v1/models and .../v1/models/ID */
+
+static ngx_int_t
+ngx_http_llm_get(ngx_http_request_t *r, ngx_uint_t route, ngx_str_t *id)
+{
+    ngx_http_llm_error_t      err;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_llm_reject(r, NGX_HTTP_NOT_ALLOWED, "GET, HEAD",
+                                   "method_not_allowed",
+                                   "Method not allowed: use GET");
+    }
+
+    if (llcf->engine->state != NGX_HTTP_LLM_READY) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm engine \"%V\" is not connected",
+                      &llcf->engine->name);
+
+        ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                           "server_error", NULL, "engine_unavailable",
+                           "The inference engine is not available, "
+                           "retry later");
+        return ngx_http_llm_send_error(r, &err);
+    }
+
+    return ngx_http_llm_send_models(r, llcf->engine,
+                                    route == NGX_HTTP_LLM_ROUTE_MODEL
+                                    ? id : NULL);
 }
 
 
@@ -183,7 +256,7 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status,
     const char *allow, const char *code, const char *message)
 {
     u_char                *p;
-    ngx_table_elt_t       *h;
+    ngx_str_t              value;
     ngx_http_llm_error_t   err;
 
     /* "Unknown request URL (POST /v1/foo)", as OpenAI words it */
@@ -203,15 +276,12 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status,
                       - p;
 
     if (allow) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        value.data = (u_char *) allow;
+        value.len = ngx_strlen(allow);
+
+        if (ngx_http_llm_header(r, "Allow", &value) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        h->value.data = (u_char *) allow;
-        h->value.len = ngx_strlen(allow);
     }
 
     return ngx_http_llm_send_error(r, &err);
@@ -221,161 +291,218 @@ ngx_http_llm_reject(ngx_http_request_t *r, ngx_uint_t status,
 static void
 ngx_http_llm_body_handler(ngx_http_request_t *r)
 {
-    ngx_int_t            rc;
-    ngx_http_llm_ctx_t  *ctx;
+    ngx_int_t              rc;
+    ngx_http_llm_ctx_t    *ctx;
+    ngx_http_llm_error_t   err;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    rc = ngx_http_llm_submit(r, ctx);
+    rc = ngx_http_llm_prepare(r, ctx, &err);
 
-    if (rc == NGX_DONE) {
-        /* submitted: the body reference now waits for the engine */
+    if (rc == NGX_OK) {
+        /* from here on the request ends by itself: it finalizes or waits */
+        (void) ngx_http_llm_dispatch(ctx);
         return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_llm_send_error(r, &err);
+
+    } else {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_http_finalize_request(r, rc);
 }
 
 
+/*
+ * Reads and validates the request, chooses the model version and sets
+ * the choices up.  NGX_DECLINED: err is the answer.
+ */
+
 static ngx_int_t
-ngx_http_llm_submit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_prepare(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_error_t *err)
 {
     ngx_int_t                   rc;
-    ngx_str_t                   body, req;
-    ngx_pool_cleanup_t         *cln;
-    ngx_http_cleanup_t         *hcln;
-    ngx_http_llm_error_t        err;
+    ngx_str_t                   body;
     ngx_http_llm_engine_t      *e;
     ngx_http_llm_completion_t   cp;
 
     e = ctx->engine;
 
-    rc = ngx_http_llm_read_body(r, &body, &err);
+    rc = ngx_http_llm_read_body(r, &body, err);
 
-    if (rc == NGX_OK) {
-        rc = ngx_http_llm_parse_completion(r, body.data, body.len, &cp, &err);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    rc = ngx_http_llm_parse(r, ctx->endpoint, body.data, body.len, &cp, err);
 
-    if (rc == NGX_DECLINED) {
-        return ngx_http_llm_send_error(r, &err);
+    /* what the client asked for is logged even when the rest is wrong */
+    ctx->request_model = cp.model;
+
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (e->state != NGX_HTTP_LLM_READY) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "llm engine \"%V\" is not connected", &e->name);
 
-        ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
+        ngx_http_llm_error(err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
                            NULL, "engine_unavailable",
                            "The inference engine is not available, "
                            "retry later");
-        return ngx_http_llm_send_error(r, &err);
+        return NGX_DECLINED;
     }
 
-    if (ngx_http_llm_engine_model(e, &cp.model) == NULL) {
-        err.status = NGX_HTTP_BAD_REQUEST;
-        err.type = "invalid_request_error";
-        err.param = "model";
-        err.code = "model_not_found";
+    rc = ngx_http_llm_set_model(r, ctx, &cp, err);
 
-        err.message.data = ngx_pnalloc(r->pool, cp.model.len + 64);
-        if (err.message.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_llm_set_id(r, ctx) != NGX_OK
+        || ngx_http_llm_set_choices(r, ctx, &cp) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * llm_model, when it is set and not empty, names the version that
+ * serves the request (split_clients, map); else the client's "model"
+ * does.  The response and X-LLM-Model name that version.
+ */
+
+static ngx_int_t
+ngx_http_llm_set_model(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_completion_t *cp, ngx_http_llm_error_t *err)
+{
+    ngx_str_t                 model;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    model = cp->model;
+
+    if (llcf->model) {
+        if (ngx_http_complex_value(r, llcf->model, &model) != NGX_OK) {
+            return NGX_ERROR;
         }
 
-        err.message.len = ngx_sprintf(err.message.data,
-                                      "The model `%V` does not exist",
-                                      &cp.model)
-                          - err.message.data;
-
-        return ngx_http_llm_send_error(r, &err);
+        if (model.len == 0) {
+            model = cp->model;
+        }
     }
 
-    if (ngx_http_llm_set_id(r, ctx) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_http_llm_engine_model(ctx->engine, &model) == NULL) {
+        err->status = NGX_HTTP_NOT_FOUND;
+        err->type = "invalid_request_error";
+        err->param = "model";
+        err->code = "model_not_found";
+
+        err->message.data = ngx_pnalloc(r->pool, model.len + 64);
+        if (err->message.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        err->message.len = ngx_sprintf(err->message.data,
+                                       "The model `%V` does not exist",
+                                       &model)
+                           - err->message.data;
+
+        return NGX_DECLINED;
     }
 
-    ctx->model = cp.model;
+    ctx->model = model;
+    ctx->model_known = 1;
+
+    if (ngx_http_llm_header(r, "X-LLM-Model", &ctx->model) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* one choice per prompt and n; cleanups that give their slots back */
+
+static ngx_int_t
+ngx_http_llm_set_choices(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_completion_t *cp)
+{
+    ngx_uint_t              i, prompts;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_cleanup_t     *hcln;
+    ngx_http_llm_choice_t  *ch;
+
     ctx->created = ngx_time();
-    ctx->stream = cp.stream;
+    ctx->fields = cp->fields;
+    ctx->prompts = cp->prompts;
+    ctx->messages = cp->messages;
+    ctx->n = cp->n;
+    ctx->seed = cp->seed;
+    ctx->has_seed = cp->has_seed;
+    ctx->logprobs = cp->logprobs;
+    ctx->stream = cp->stream;
+    ctx->include_usage = cp->include_usage;
 
-    if (ngx_http_llm_request_json(r, ctx, &cp, &req) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    prompts = cp->prompts ? json_array_size(cp->prompts) : 1;
+
+    ctx->n_choices = prompts * cp->n;
+
+    ctx->choices = ngx_pcalloc(r->pool,
+                               ctx->n_choices * sizeof(ngx_http_llm_choice_t));
+    if (ctx->choices == NULL) {
+        return NGX_ERROR;
     }
 
-    if (!ctx->cleanup) {
-
-        /*
-         * The pool cleanup runs on every way a request ends; the request
-         * cleanup also runs when nginx terminates a request, before the
-         * request is actually freed, so the slot goes back at once.
-         */
-
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cln->handler = ngx_http_llm_cleanup;
-        cln->data = ctx;
-
-        hcln = ngx_http_cleanup_add(r, 0);
-        if (hcln == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        hcln->handler = ngx_http_llm_cleanup;
-        hcln->data = ctx;
-
-        ctx->cleanup = 1;
+    for (i = 0; i < ctx->n_choices; i++) {
+        ch = &ctx->choices[i];
+        ch->ctx = ctx;
+        ch->index = i;
+        ch->prompt = i / cp->n;
     }
 
-    rc = ngx_http_llm_slot_submit(ctx, req.data, req.len);
+    ctx->deadline.handler = ngx_http_llm_deadline_handler;
+    ctx->deadline.data = ctx;
+    ctx->deadline.log = r->connection->log;
 
-    switch (rc) {
+    ctx->queue_timer.handler = ngx_http_llm_queue_timeout_handler;
+    ctx->queue_timer.data = ctx;
+    ctx->queue_timer.log = r->connection->log;
 
-    case NGX_OK:
-        break;
+    /*
+     * The pool cleanup runs on every way a request ends; the request
+     * cleanup also runs when nginx terminates a request, before the
+     * request is actually freed, so the slots go back at once.
+     */
 
-    case NGX_DECLINED:
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "llm request of %uz bytes is larger than engine "
-                      "\"%V\" accepts (%uD)", req.len, &e->name,
-                      e->hdr.req_max);
-
-        ngx_http_llm_error(&err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                           "invalid_request_error", "prompt",
-                           "request_too_large",
-                           "The request is too large for the engine");
-        return ngx_http_llm_send_error(r, &err);
-
-    case NGX_BUSY:
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "llm engine \"%V\" has no free slot", &e->name);
-
-        ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
-                           NULL, "engine_overloaded",
-                           "The inference engine is busy, retry later");
-        return ngx_http_llm_send_error(r, &err);
-
-    default:
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "llm submitted %V to engine \"%V\" slot %uD gen %uD",
-                   &ctx->id, &e->name, ctx->slot, ctx->generation);
+    cln->handler = ngx_http_llm_cleanup;
+    cln->data = ctx;
 
-    rc = ngx_http_llm_start(r, ctx);
-
-    if (rc != NGX_DONE) {
-        ngx_http_llm_detach(ctx);
+    hcln = ngx_http_cleanup_add(r, 0);
+    if (hcln == NULL) {
+        return NGX_ERROR;
     }
 
-    return rc;
+    hcln->handler = ngx_http_llm_cleanup;
+    hcln->data = ctx;
+
+    ctx->cleanup = 1;
+
+    return NGX_OK;
 }
 
 
@@ -452,33 +579,235 @@ empty:
 }
 
 
-/* after a successful submit: park the request, start a stream */
+static ngx_int_t
+ngx_http_llm_header(ngx_http_request_t *r, const char *key, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Submits the choices not submitted yet, in order, while slots are free.
+ * NGX_OK: all are submitted; NGX_AGAIN: the request waits for a slot;
+ * NGX_DONE: it ended (an error was sent).
+ */
+
+ngx_int_t
+ngx_http_llm_dispatch(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t               rc;
+    ngx_http_request_t     *r;
+    ngx_http_llm_error_t    err;
+    ngx_http_llm_choice_t  *ch;
+    ngx_http_llm_engine_t  *e;
+
+    r = ctx->request;
+    e = ctx->engine;
+
+    /* first come, first served: a newcomer queues behind waiting ones */
+
+    if (!ctx->waiting && !ngx_queue_empty(&e->waiting)) {
+        ngx_post_event(&e->kick, &ngx_posted_events);
+        return ngx_http_llm_wait(ctx);
+    }
+
+    while (ctx->n_submitted < ctx->n_choices) {
+        ch = &ctx->choices[ctx->n_submitted];
+
+        if (ch->req.data == NULL && ngx_http_llm_choice_request(ch) != NGX_OK)
+        {
+            return ngx_http_llm_abort(ctx);
+        }
+
+        rc = ngx_http_llm_slot_submit(ch);
+
+        if (rc == NGX_BUSY) {
+            return ngx_http_llm_wait(ctx);
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "llm request of %uz bytes is larger than engine "
+                          "\"%V\" accepts (%uD)", ch->req.len, &e->name,
+                          e->hdr.req_max);
+
+            ngx_http_llm_error(&err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                               "invalid_request_error",
+                               ctx->messages ? "messages" : "prompt",
+                               "request_too_large",
+                               "The request is too large for the engine");
+            ngx_http_llm_fail(ctx, &err);
+            return NGX_DONE;
+        }
+
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm submitted %V choice %ui to slot %uD gen %uD",
+                       &ctx->id, ch->index, ch->slot, ch->generation);
+
+        ch->submitted = 1;
+        ctx->n_submitted++;
+
+        if (!ctx->started && ngx_http_llm_start(ctx) != NGX_OK) {
+            return ngx_http_llm_abort(ctx);
+        }
+    }
+
+    if (ctx->waiting) {
+        ctx->waiting = 0;
+        ngx_queue_remove(&ctx->wait);
+        ngx_http_llm_metrics_waiting(e, -1);
+
+        if (ctx->queue_timer.timer_set) {
+            ngx_del_timer(&ctx->queue_timer);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* no free slot: wait in engine->waiting for llm_queue_timeout */
 
 static ngx_int_t
-ngx_http_llm_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_wait(ngx_http_llm_ctx_t *ctx)
 {
-    ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t              *cl;
-    ngx_table_elt_t          *h;
+    ngx_http_request_t       *r;
+    ngx_http_llm_error_t      err;
+    ngx_http_llm_engine_t    *e;
     ngx_http_llm_loc_conf_t  *llcf;
 
+    if (ctx->waiting) {
+        return NGX_AGAIN;
+    }
+
+    r = ctx->request;
+    e = ctx->engine;
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
-    ctx->timeout.handler = ngx_http_llm_timeout_handler;
-    ctx->timeout.data = ctx;
-    ctx->timeout.log = r->connection->log;
+    if (llcf->queue_timeout == 0) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm engine \"%V\" has no free slot", &e->name);
 
-    ngx_add_timer(&ctx->timeout, llcf->timeout);
+        ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
+                           NULL, "engine_overloaded",
+                           "The inference engine is busy, retry later");
+        ngx_http_llm_fail(ctx, &err);
+        return NGX_DONE;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm %V waits for a slot", &ctx->id);
+
+    ctx->waiting = 1;
+    ngx_queue_insert_tail(&e->waiting, &ctx->wait);
+    ngx_http_llm_metrics_waiting(e, 1);
+
+    ngx_add_timer(&ctx->queue_timer, llcf->queue_timeout);
+
+    if (!e->retry.timer_set) {
+        ngx_add_timer(&e->retry, NGX_HTTP_LLM_QUEUE_RETRY);
+    }
+
+    if (!ctx->started) {
+        /* the client may go away meanwhile */
+        r->read_event_handler = ngx_http_test_reading;
+        r->write_event_handler = ngx_http_request_empty_handler;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * engine->kick (posted when this worker frees a slot) and engine->retry
+ * (a timer, for slots freed elsewhere): the waiting requests, in order,
+ * take the free slots.
+ */
+
+void
+ngx_http_llm_queue_handler(ngx_event_t *ev)
+{
+    ngx_int_t               rc;
+    ngx_queue_t            *q;
+    ngx_connection_t       *c;
+    ngx_http_llm_ctx_t     *ctx;
+    ngx_http_llm_engine_t  *e;
+
+    e = ev->data;
+
+    while (!ngx_queue_empty(&e->waiting) && e->state == NGX_HTTP_LLM_READY) {
+        q = ngx_queue_head(&e->waiting);
+        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, wait);
+        c = ctx->request->connection;
+
+        ngx_http_set_log_request(c->log, ctx->request);
+
+        rc = ngx_http_llm_dispatch(ctx);
+
+        ngx_http_run_posted_requests(c);
+
+        if (rc == NGX_AGAIN) {
+            /* no slot is free: the first in line keeps its place */
+            break;
+        }
+    }
+
+    if (!ngx_queue_empty(&e->waiting) && !e->retry.timer_set) {
+        ngx_add_timer(&e->retry, NGX_HTTP_LLM_QUEUE_RETRY);
+    }
+}
+
+
+/* after the first submit: the deadline runs, a stream starts */
+
+static ngx_int_t
+ngx_http_llm_start(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_request_t       *r;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    r = ctx->request;
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    ctx->started = 1;
+
+    ngx_add_timer(&ctx->deadline, llcf->timeout);
 
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_llm_write_handler;
 
     if (!ctx->stream) {
-        return NGX_DONE;
+        return NGX_OK;
     }
 
-    /* the stream starts now: headers go out before the first token */
+    return ngx_http_llm_start_stream(ctx);
+}
+
+
+/* the stream's headers go out before the first token */
+
+static ngx_int_t
+ngx_http_llm_start_stream(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_str_t            value;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = -1;
@@ -486,25 +815,19 @@ ngx_http_llm_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     r->headers_out.content_type = ngx_http_llm_sse_type;
     r->headers_out.content_type_lowcase = NULL;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
+    ngx_str_set(&value, "no-cache");
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-cache");
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_llm_header(r, "Cache-Control", &value) != NGX_OK) {
         return NGX_ERROR;
     }
 
     /* a proxy in front of us must not buffer the stream either */
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Accel-Buffering");
-    ngx_str_set(&h->value, "no");
+    ngx_str_set(&value, "no");
+
+    if (ngx_http_llm_header(r, "X-Accel-Buffering", &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     rc = ngx_http_send_header(r);
 
@@ -533,23 +856,27 @@ ngx_http_llm_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 
 static ngx_int_t
 ngx_http_llm_set_id(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    static uint32_t  counter;
+    const char       *prefix;
+    static uint32_t   counter;
 
-    ctx->id.data = ngx_pnalloc(r->pool, sizeof("cmpl-") - 1 + 32);
+    prefix = (ctx->endpoint == NGX_HTTP_LLM_CHAT) ? "chatcmpl" : "cmpl";
+
+    ctx->id.data = ngx_pnalloc(r->pool, sizeof("chatcmpl-") - 1 + 32);
     if (ctx->id.data == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->id.len = ngx_sprintf(ctx->id.data, "cmpl-%08xD%08xD%08xD%08xD",
-                              (uint32_t) ngx_time(), (uint32_t) ngx_pid,
-                              counter++, (uint32_t) ngx_random())
+    ctx->id.len = ngx_sprintf(ctx->id.data, "%s-%08xD%08xD%08xD%08xD",
+                              prefix, (uint32_t) ngx_time(),
+                              (uint32_t) ngx_pid, counter++,
+                              (uint32_t) ngx_random())
                   - ctx->id.data;
 
     return NGX_OK;
@@ -561,130 +888,168 @@ ngx_http_llm_cleanup(void *data)
 {
     ngx_http_llm_ctx_t  *ctx = data;
 
+    ngx_uint_t              i;
+    ngx_http_llm_choice_t  *ch;
+
     ngx_http_llm_detach(ctx);
+
+    for (i = 0; i < ctx->n_choices; i++) {
+        ch = &ctx->choices[i];
+
+        if (ch->logprobs) {
+            json_decref(ch->logprobs);
+            ch->logprobs = NULL;
+        }
+
+        if (ch->lp_pending) {
+            json_decref(ch->lp_pending);
+            ch->lp_pending = NULL;
+        }
+    }
 }
 
 
 /*
- * Gives the slot back (the engine stops generating if it is still at it)
- * and stops every timer; after it, nothing refers to the request.
- * Idempotent.
+ * Gives every slot back (the engine stops generating where it is still
+ * at it), leaves the queue and stops every timer; after it, nothing
+ * refers to the request.  Idempotent.
  */
 
 void
 ngx_http_llm_detach(ngx_http_llm_ctx_t *ctx)
 {
-    if (ctx->timeout.timer_set) {
-        ngx_del_timer(&ctx->timeout);
+    ngx_uint_t  i;
+
+    if (ctx->deadline.timer_set) {
+        ngx_del_timer(&ctx->deadline);
     }
 
-    if (!ctx->attached) {
+    if (ctx->queue_timer.timer_set) {
+        ngx_del_timer(&ctx->queue_timer);
+    }
+
+    if (ctx->waiting) {
+        ctx->waiting = 0;
+        ngx_queue_remove(&ctx->wait);
+        ngx_http_llm_metrics_waiting(ctx->engine, -1);
+    }
+
+    for (i = 0; i < ctx->n_choices; i++) {
+        ngx_http_llm_release(&ctx->choices[i]);
+    }
+}
+
+
+static void
+ngx_http_llm_release(ngx_http_llm_choice_t *ch)
+{
+    if (!ch->attached) {
         return;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
-                   "llm detach slot %uD gen %uD", ctx->slot, ctx->generation);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ch->ctx->request->connection->log, 0,
+                   "llm detach slot %uD gen %uD", ch->slot, ch->generation);
 
-    ctx->attached = 0;
-    ngx_queue_remove(&ctx->queue);
+    ch->attached = 0;
+    ngx_queue_remove(&ch->queue);
 
-    ngx_http_llm_slot_release(ctx);
+    ngx_http_llm_slot_release(ch);
 }
 
 
 /*
- * Called by the engine side (ngx_http_llm_shm.c) for a request in flight:
- * drain its slot after a doorbell, or end it with err.
+ * Called by the engine side (ngx_http_llm_shm.c) for a choice in flight:
+ * drain its slot after a doorbell, or end the request with err.
  */
 
 void
-ngx_http_llm_process(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
+ngx_http_llm_process(ngx_http_llm_choice_t *ch, ngx_http_llm_error_t *err)
 {
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ch->ctx->request;
     c = r->connection;
 
     ngx_http_set_log_request(c->log, r);
 
     if (err) {
-        ngx_http_llm_fail(ctx, err);
+        ngx_http_llm_fail(ch->ctx, err);
 
-    } else if (!ctx->blocked) {
-        ngx_http_llm_drain(ctx);
+    } else if (!ch->ctx->blocked) {
+        (void) ngx_http_llm_drain(ch);
     }
 
     ngx_http_run_posted_requests(c);
 }
 
 
-static void
-ngx_http_llm_drain(ngx_http_llm_ctx_t *ctx)
+static ngx_int_t
+ngx_http_llm_drain(ngx_http_llm_choice_t *ch)
 {
-    u_char                   *buf;
-    ngx_int_t                 rc, state;
-    ngx_uint_t                got;
-    llm_event_t               ev;
-    ngx_http_llm_error_t      err;
-    ngx_http_llm_loc_conf_t  *llcf;
+    u_char                *buf;
+    ngx_int_t              rc, state;
+    llm_event_t            ev;
+    ngx_http_llm_ctx_t    *ctx;
+    ngx_http_llm_error_t   err;
 
+    ctx = ch->ctx;
     buf = (u_char *) ngx_http_llm_event_buf;
 
-    state = ngx_http_llm_slot_state(ctx);
+    state = ngx_http_llm_slot_state(ch);
 
     if (state == NGX_ERROR) {
-        ngx_http_llm_corrupt(ctx, "the slot is no longer ours");
-        return;
+        return ngx_http_llm_corrupt(ch, "the slot is no longer ours");
     }
-
-    got = 0;
 
     for ( ;; ) {
 
         if (ctx->blocked) {
             /* the client is slow: leave the rest in the ring */
-            ngx_http_llm_slot_drained(ctx);
-            return;
+            ngx_http_llm_slot_drained(ch);
+            return NGX_OK;
         }
 
-        rc = ngx_http_llm_slot_event(ctx, &ev, buf);
+        rc = ngx_http_llm_slot_event(ch, &ev, buf);
 
         if (rc == LLM_RING_EMPTY) {
             break;
         }
 
         if (rc != LLM_RING_OK) {
-            ngx_http_llm_corrupt(ctx, "corrupt event ring");
-            return;
+            return ngx_http_llm_corrupt(ch, "corrupt event ring");
         }
-
-        got = 1;
 
         switch (ev.type) {
 
         case LLM_EV_TOKEN:
 
             if (ev.len < sizeof(llm_ev_token_t)) {
-                ngx_http_llm_corrupt(ctx, "short TOKEN event");
-                return;
+                return ngx_http_llm_corrupt(ch, "short TOKEN event");
             }
 
-            if (ngx_http_llm_append(ctx, buf + sizeof(llm_ev_token_t),
-                                    ev.len - sizeof(llm_ev_token_t))
-                != NGX_OK)
+            if (ngx_http_llm_token(ch, buf, ev.len) != NGX_OK) {
+                return ngx_http_llm_abort(ctx);
+            }
+
+            if (ctx->stream && ch->text_len >= NGX_HTTP_LLM_CHUNK_TEXT_MAX
+                && ngx_http_llm_send_chunk(ch) == NGX_ERROR)
             {
-                ngx_http_llm_detach(ctx);
-                ngx_http_finalize_request(ctx->request, NGX_ERROR);
-                return;
+                return ngx_http_llm_abort(ctx);
             }
 
-            if (ctx->stream && ctx->text_len >= NGX_HTTP_LLM_CHUNK_TEXT_MAX) {
-                if (ngx_http_llm_send_text(ctx) == NGX_ERROR) {
-                    ngx_http_llm_detach(ctx);
-                    ngx_http_finalize_request(ctx->request, NGX_ERROR);
-                    return;
-                }
+            continue;
+
+        case LLM_EV_LOGPROBS:
+
+            rc = ngx_http_llm_logprobs_event(ch, buf, ev.len);
+
+            if (rc == NGX_DECLINED) {
+                return ngx_http_llm_corrupt(ch, "malformed LOGPROBS event");
+            }
+
+            if (rc != NGX_OK) {
+                return ngx_http_llm_abort(ctx);
             }
 
             continue;
@@ -692,62 +1057,87 @@ ngx_http_llm_drain(ngx_http_llm_ctx_t *ctx)
         case LLM_EV_DONE:
 
             if (ev.len < sizeof(llm_ev_done_t)) {
-                ngx_http_llm_corrupt(ctx, "short DONE event");
-                return;
+                return ngx_http_llm_corrupt(ch, "short DONE event");
             }
 
-            ngx_memcpy(&ctx->done, buf, sizeof(llm_ev_done_t));
+            ngx_memcpy(&ch->done, buf, sizeof(llm_ev_done_t));
 
-            ngx_http_llm_finish(ctx);
-            return;
+            return ngx_http_llm_choice_done(ch);
 
         case LLM_EV_ERROR:
 
             if (ev.len < sizeof(llm_ev_error_t)) {
-                ngx_http_llm_corrupt(ctx, "short ERROR event");
-                return;
+                return ngx_http_llm_corrupt(ch, "short ERROR event");
             }
 
-            ngx_http_llm_event_error(ctx, buf, ev.len, &err);
+            ngx_http_llm_event_error(ch, buf, ev.len, &err);
             ngx_http_llm_fail(ctx, &err);
-            return;
+            return NGX_DONE;
 
         default:
             ngx_log_error(NGX_LOG_WARN, ctx->request->connection->log, 0,
                           "llm engine \"%V\" slot %uD: ignored an event "
                           "of unknown type %uD",
-                          &ctx->engine->name, ctx->slot, (uint32_t) ev.type);
+                          &ctx->engine->name, ch->slot, (uint32_t) ev.type);
             continue;
         }
     }
 
     /* the ring is empty */
 
-    ngx_http_llm_slot_drained(ctx);
+    ngx_http_llm_slot_drained(ch);
 
     if (state == LLM_SLOT_FINISHED) {
         /* FINISHED was stored after the last event: there is no more */
-        ngx_http_llm_corrupt(ctx, "finished without DONE or ERROR");
-        return;
+        return ngx_http_llm_corrupt(ch, "finished without DONE or ERROR");
     }
 
-    if (ctx->stream && ctx->text_len) {
-        if (ngx_http_llm_send_text(ctx) == NGX_ERROR) {
-            ngx_http_llm_detach(ctx);
-            ngx_http_finalize_request(ctx->request, NGX_ERROR);
-            return;
-        }
+    if (ctx->stream && (ch->text_len || ch->logprobs)
+        && ngx_http_llm_send_chunk(ch) == NGX_ERROR)
+    {
+        return ngx_http_llm_abort(ctx);
     }
 
-    if (got && !ctx->blocked) {
-        llcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_llm_module);
-        ngx_add_timer(&ctx->timeout, llcf->timeout);
+    return NGX_OK;
+}
+
+
+/* TOKEN: llm_ev_token_t, then the text */
+
+static ngx_int_t
+ngx_http_llm_token(ngx_http_llm_choice_t *ch, u_char *buf, size_t len)
+{
+    ngx_time_t          *tp;
+    ngx_msec_int_t       ms;
+    ngx_http_request_t  *r;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ch->ctx;
+
+    ch->tokens++;
+
+    if (!ctx->first_token) {
+        r = ctx->request;
+        tp = ngx_timeofday();
+
+        ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                               + (tp->msec - r->start_msec));
+
+        ctx->ttft = (ngx_msec_t) ngx_max(ms, 0);
+        ctx->first_token = 1;
     }
+
+    if (ch->lp_pending && ngx_http_llm_logprobs_token(ch) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_append(ch, buf + sizeof(llm_ev_token_t),
+                               len - sizeof(llm_ev_token_t));
 }
 
 
 static ngx_int_t
-ngx_http_llm_append(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
+ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p, size_t len)
 {
     u_char              *text;
     size_t               size;
@@ -757,10 +1147,10 @@ ngx_http_llm_append(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
         return NGX_OK;
     }
 
-    if (ctx->text_size - ctx->text_len < len) {
-        r = ctx->request;
+    if (ch->text_size - ch->text_len < len) {
+        r = ch->ctx->request;
 
-        size = ngx_max(ctx->text_size * 2, ctx->text_len + len);
+        size = ngx_max(ch->text_size * 2, ch->text_len + len);
         size = ngx_max(size, 256);
 
         text = ngx_pnalloc(r->pool, size);
@@ -768,17 +1158,17 @@ ngx_http_llm_append(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
             return NGX_ERROR;
         }
 
-        if (ctx->text) {
-            ngx_memcpy(text, ctx->text, ctx->text_len);
-            ngx_pfree(r->pool, ctx->text);
+        if (ch->text) {
+            ngx_memcpy(text, ch->text, ch->text_len);
+            ngx_pfree(r->pool, ch->text);
         }
 
-        ctx->text = text;
-        ctx->text_size = size;
+        ch->text = text;
+        ch->text_size = size;
     }
 
-    ngx_memcpy(ctx->text + ctx->text_len, p, len);
-    ctx->text_len += len;
+    ngx_memcpy(ch->text + ch->text_len, p, len);
+    ch->text_len += len;
 
     return NGX_OK;
 }
@@ -787,7 +1177,7 @@ ngx_http_llm_append(ngx_http_llm_ctx_t *ctx, u_char *p, size_t len)
 /* ERROR: llm_ev_error_t, then the message */
 
 static void
-ngx_http_llm_event_error(ngx_http_llm_ctx_t *ctx, u_char *buf, size_t len,
+ngx_http_llm_event_error(ngx_http_llm_choice_t *ch, u_char *buf, size_t len,
     ngx_http_llm_error_t *err)
 {
     size_t               n;
@@ -795,7 +1185,7 @@ ngx_http_llm_event_error(ngx_http_llm_ctx_t *ctx, u_char *buf, size_t len,
     llm_ev_error_t       ee;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ch->ctx->request;
 
     ngx_memcpy(&ee, buf, sizeof(llm_ev_error_t));
 
@@ -834,108 +1224,168 @@ ngx_http_llm_event_error(ngx_http_llm_ctx_t *ctx, u_char *buf, size_t len,
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "llm engine \"%V\" slot %uD answered %ui %s",
-                  &ctx->engine->name, ctx->slot, err->status, err->type);
+                  &ch->ctx->engine->name, ch->slot, err->status, err->type);
 }
 
 
 /* a malformed slot or event: this request ends, the engine stays */
 
-static void
-ngx_http_llm_corrupt(ngx_http_llm_ctx_t *ctx, const char *why)
+static ngx_int_t
+ngx_http_llm_corrupt(ngx_http_llm_choice_t *ch, const char *why)
 {
     ngx_http_llm_error_t  err;
 
-    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+    ngx_log_error(NGX_LOG_ERR, ch->ctx->request->connection->log, 0,
                   "llm engine \"%V\" slot %uD: %s",
-                  &ctx->engine->name, ctx->slot, why);
+                  &ch->ctx->engine->name, ch->slot, why);
 
     ngx_http_llm_error(&err, NGX_HTTP_BAD_GATEWAY, "server_error", NULL,
                        "engine_error", "The inference engine failed");
 
-    ngx_http_llm_fail(ctx, &err);
+    ngx_http_llm_fail(ch->ctx, &err);
+
+    return NGX_DONE;
 }
 
 
-static void
-ngx_http_llm_finish(ngx_http_llm_ctx_t *ctx)
+/* out of memory mid-request: the connection is closed */
+
+static ngx_int_t
+ngx_http_llm_abort(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_detach(ctx);
+    ngx_http_finalize_request(ctx->request, NGX_ERROR);
+
+    return NGX_DONE;
+}
+
+
+/* DONE: the choice is complete; the request is when all of them are */
+
+static ngx_int_t
+ngx_http_llm_choice_done(ngx_http_llm_choice_t *ch)
 {
     ngx_int_t              rc;
     const char            *finish;
-    ngx_chain_t           *out, **ll;
     ngx_http_request_t    *r;
+    ngx_http_llm_ctx_t    *ctx;
     ngx_http_llm_error_t   err;
 
+    ctx = ch->ctx;
     r = ctx->request;
 
-    ngx_http_llm_detach(ctx);
+    ngx_http_llm_release(ch);
 
-    finish = ngx_http_llm_finish_reason(ctx->done.finish_reason);
+    finish = ngx_http_llm_finish_reason(ch->done.finish_reason);
 
-    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "llm done %V: %s, %uD+%uD tokens, %uL us",
-                   &ctx->id, finish ? finish : "?",
-                   ctx->done.prompt_tokens, ctx->done.completion_tokens,
-                   ctx->done.total_us);
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm done %V choice %ui: %s, %uD+%uD tokens, %uL us",
+                   &ctx->id, ch->index, finish ? finish : "?",
+                   ch->done.prompt_tokens, ch->done.completion_tokens,
+                   ch->done.total_us);
 
     if (finish == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "llm engine \"%V\" slot %uD: finish reason %uD",
-                      &ctx->engine->name, ctx->slot,
-                      ctx->done.finish_reason);
+                      &ctx->engine->name, ch->slot, ch->done.finish_reason);
 
         ngx_http_llm_error(&err, NGX_HTTP_BAD_GATEWAY, "server_error", NULL,
                            "engine_error",
                            "The inference engine stopped the request");
         ngx_http_llm_fail(ctx, &err);
-        return;
+        return NGX_DONE;
     }
 
-    if (!ctx->stream) {
-        rc = ngx_http_llm_send_json(r, NGX_HTTP_OK,
-                                    ngx_http_llm_completion_json(r, ctx,
-                                                                 finish, 1));
-        ngx_http_finalize_request(r, rc);
-        return;
+    ch->finished = 1;
+    ctx->n_finished++;
+
+    if (ctx->stream) {
+        return ngx_http_llm_finish_stream(ch, finish);
     }
 
-    /* the last text, a chunk with the finish reason, then [DONE] */
+    if (ctx->n_finished < ctx->n_choices) {
+        return NGX_OK;
+    }
+
+    ngx_http_llm_detach(ctx);
+
+    rc = ngx_http_llm_send_json(r, NGX_HTTP_OK,
+                                ngx_http_llm_response_json(ctx));
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * A choice's last text and its finish reason; after the last choice,
+ * the usage chunk when asked for, and [DONE].
+ */
+
+static ngx_int_t
+ngx_http_llm_finish_stream(ngx_http_llm_choice_t *ch, const char *finish)
+{
+    ngx_int_t            rc;
+    ngx_uint_t           last;
+    ngx_chain_t         *out, **ll;
+    ngx_http_request_t  *r;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ch->ctx;
+    r = ctx->request;
+
+    last = (ctx->n_finished == ctx->n_choices);
 
     out = NULL;
     ll = &out;
 
-    if (ctx->text_len) {
-        *ll = ngx_http_llm_sse_buf(ctx,
-                                   ngx_http_llm_completion_json(r, ctx,
-                                                                NULL, 0),
-                                   0);
+    if (ch->text_len || ch->logprobs) {
+        *ll = ngx_http_llm_sse_buf(ctx, ngx_http_llm_chunk_json(ch, NULL), 0);
         if (*ll == NULL) {
-            ngx_http_finalize_request(r, NGX_ERROR);
-            return;
+            return ngx_http_llm_abort(ctx);
         }
 
         ll = &(*ll)->next;
-        ctx->text_len = 0;
     }
 
-    *ll = ngx_http_llm_sse_buf(ctx,
-                               ngx_http_llm_completion_json(r, ctx, finish, 0),
-                               0);
+    *ll = ngx_http_llm_sse_buf(ctx, ngx_http_llm_chunk_json(ch, finish), 0);
     if (*ll == NULL) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
+        return ngx_http_llm_abort(ctx);
     }
 
     ll = &(*ll)->next;
 
-    *ll = ngx_http_llm_sse_buf(ctx, NULL, 1);
-    if (*ll == NULL) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
+    if (last && ctx->include_usage) {
+        *ll = ngx_http_llm_sse_buf(ctx, ngx_http_llm_usage_chunk_json(ctx),
+                                   0);
+        if (*ll == NULL) {
+            return ngx_http_llm_abort(ctx);
+        }
+
+        ll = &(*ll)->next;
+    }
+
+    if (last) {
+        *ll = ngx_http_llm_sse_buf(ctx, NULL, 1);
+        if (*ll == NULL) {
+            return ngx_http_llm_abort(ctx);
+        }
     }
 
     rc = ngx_http_llm_output(ctx, out);
 
-    ngx_http_finalize_request(r, rc);
+    if (last) {
+        ngx_http_llm_detach(ctx);
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_llm_abort(ctx);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -970,24 +1420,19 @@ ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err)
 }
 
 
-/* one SSE chunk with the text one drain gathered */
+/* one SSE chunk with the text and logprobs a choice gathered */
 
 static ngx_int_t
-ngx_http_llm_send_text(ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_send_chunk(ngx_http_llm_choice_t *ch)
 {
     ngx_chain_t  *out;
 
-    out = ngx_http_llm_sse_buf(ctx,
-                               ngx_http_llm_completion_json(ctx->request, ctx,
-                                                            NULL, 0),
-                               0);
+    out = ngx_http_llm_sse_buf(ch->ctx, ngx_http_llm_chunk_json(ch, NULL), 0);
     if (out == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->text_len = 0;
-
-    return ngx_http_llm_output(ctx, out);
+    return ngx_http_llm_output(ch->ctx, out);
 }
 
 
@@ -1081,8 +1526,8 @@ failed:
 
 
 /*
- * Passes stream output on.  NGX_AGAIN: the client is slow, and the slot
- * is not drained until the write handler has sent what is pending.
+ * Passes stream output on.  NGX_AGAIN: the client is slow, and no slot
+ * is drained until the write handler has sent what is pending.
  */
 
 static ngx_int_t
@@ -1092,7 +1537,6 @@ ngx_http_llm_output(ngx_http_llm_ctx_t *ctx, ngx_chain_t *out)
     ngx_event_t               *wev;
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
-    ngx_http_llm_loc_conf_t   *llcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     r = ctx->request;
@@ -1113,14 +1557,10 @@ ngx_http_llm_output(ngx_http_llm_ctx_t *ctx, ngx_chain_t *out)
     if (rc == NGX_AGAIN) {
         if (!ctx->blocked) {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                           "llm slot %uD blocked by the client", ctx->slot);
+                           "llm %V blocked by the client", &ctx->id);
         }
 
         ctx->blocked = 1;
-
-        if (ctx->timeout.timer_set) {
-            ngx_del_timer(&ctx->timeout);
-        }
 
         if (!wev->delayed) {
             ngx_add_timer(wev, clcf->send_timeout);
@@ -1139,11 +1579,6 @@ ngx_http_llm_output(ngx_http_llm_ctx_t *ctx, ngx_chain_t *out)
         if (wev->timer_set && !wev->delayed) {
             ngx_del_timer(wev);
         }
-
-        if (ctx->attached) {
-            llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
-            ngx_add_timer(&ctx->timeout, llcf->timeout);
-        }
     }
 
     return rc;
@@ -1153,9 +1588,11 @@ ngx_http_llm_output(ngx_http_llm_ctx_t *ctx, ngx_chain_t *out)
 static void
 ngx_http_llm_write_handler(ngx_http_request_t *r)
 {
+    ngx_uint_t                 i;
     ngx_event_t               *wev;
     ngx_connection_t          *c;
     ngx_http_llm_ctx_t        *ctx;
+    ngx_http_llm_choice_t     *ch;
     ngx_http_core_loc_conf_t  *clcf;
 
     c = r->connection;
@@ -1188,8 +1625,7 @@ ngx_http_llm_write_handler(ngx_http_request_t *r)
 
     } else if (wev->delayed) {
         if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            ngx_http_llm_detach(ctx);
-            ngx_http_finalize_request(r, NGX_ERROR);
+            (void) ngx_http_llm_abort(ctx);
         }
 
         return;
@@ -1198,8 +1634,7 @@ ngx_http_llm_write_handler(ngx_http_request_t *r)
     switch (ngx_http_llm_output(ctx, NULL)) {
 
     case NGX_ERROR:
-        ngx_http_llm_detach(ctx);
-        ngx_http_finalize_request(r, NGX_ERROR);
+        (void) ngx_http_llm_abort(ctx);
         return;
 
     case NGX_AGAIN:
@@ -1209,22 +1644,31 @@ ngx_http_llm_write_handler(ngx_http_request_t *r)
         break;
     }
 
-    if (ctx->attached) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "llm slot %uD unblocked", ctx->slot);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "llm %V unblocked", &ctx->id);
 
-        ngx_http_llm_drain(ctx);
+    for (i = 0; i < ctx->n_choices; i++) {
+        ch = &ctx->choices[i];
+
+        if (ch->attached && ngx_http_llm_drain(ch) == NGX_DONE) {
+            return;
+        }
+
+        if (ctx->blocked) {
+            return;
+        }
     }
 }
 
 
 static void
-ngx_http_llm_timeout_handler(ngx_event_t *ev)
+ngx_http_llm_deadline_handler(ngx_event_t *ev)
 {
-    ngx_connection_t      *c;
-    ngx_http_request_t    *r;
-    ngx_http_llm_ctx_t    *ctx;
-    ngx_http_llm_error_t   err;
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_error_t      err;
+    ngx_http_llm_loc_conf_t  *llcf;
 
     ctx = ev->data;
     r = ctx->request;
@@ -1232,15 +1676,85 @@ ngx_http_llm_timeout_handler(ngx_event_t *ev)
 
     ngx_http_set_log_request(c->log, r);
 
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
     ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
-                  "llm engine \"%V\" slot %uD timed out",
-                  &ctx->engine->name, ctx->slot);
+                  "llm %V on engine \"%V\" passed its deadline of %M ms",
+                  &ctx->id, &ctx->engine->name, llcf->timeout);
 
     ngx_http_llm_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "server_error", NULL,
-                       "timeout", "The inference engine did not answer "
+                       "timeout", "The inference engine did not finish "
                        "in time");
 
     ngx_http_llm_fail(ctx, &err);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_llm_queue_timeout_handler(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_error_t      err;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "llm %V found no free slot on engine \"%V\" in %M ms",
+                  &ctx->id, &ctx->engine->name, llcf->queue_timeout);
+
+    ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
+                       NULL, "queue_timeout",
+                       "The inference engine is busy: no slot was free "
+                       "in time, retry later");
+
+    ngx_http_llm_fail(ctx, &err);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The request's usage: completion tokens of every choice (those still
+ * running count what arrived), prompt and cached tokens once per prompt.
+ */
+
+void
+ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u)
+{
+    ngx_uint_t              i, counted;
+    ngx_http_llm_choice_t  *ch;
+
+    ngx_memzero(u, sizeof(ngx_http_llm_usage_t));
+
+    /* choices come in the order of their prompts */
+
+    counted = NGX_CONF_UNSET_UINT;
+
+    for (i = 0; i < ctx->n_choices; i++) {
+        ch = &ctx->choices[i];
+
+        if (!ch->finished) {
+            u->completion += ch->tokens;
+            continue;
+        }
+
+        u->completion += ch->done.completion_tokens;
+
+        if (ch->prompt != counted) {
+            counted = ch->prompt;
+            u->prompt += ch->done.prompt_tokens;
+            u->cached += ch->done.cached_tokens;
+        }
+    }
 }

@@ -5,10 +5,14 @@
  * ngx_http_llm_module: serves the OpenAI API from a location by handing
  * each request to a co-located engine process through shared memory.
  *
- *     llm_engine  NAME unix:PATH;     http
- *     llm_pass    NAME;               location
- *     llm_max_tokens  N;              http, server, location
- *     llm_timeout     TIME;           http, server, location
+ *     llm_engine         NAME unix:PATH;   http
+ *     llm_pass           NAME;             location
+ *     llm_model          VALUE;            http, server, location
+ *     llm_max_tokens     N;                http, server, location
+ *     llm_max_n          N;                http, server, location
+ *     llm_timeout        TIME;             http, server, location
+ *     llm_queue_timeout  TIME;             http, server, location
+ *     llm_metrics;                         location
  */
 
 
@@ -19,6 +23,8 @@
 #include "ngx_http_llm_module.h"
 
 
+static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
 static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
@@ -39,6 +45,14 @@ static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
 static ngx_conf_num_bounds_t  ngx_http_llm_max_tokens_bounds = {
     NULL, 1, NGX_HTTP_LLM_MAX_TOKENS_MAX
 };
+
+static ngx_conf_num_bounds_t  ngx_http_llm_max_n_bounds = {
+    NULL, 1, NGX_HTTP_LLM_MAX_N
+};
+
+/* the least time ngx_http_llm_set_msec() accepts */
+static ngx_msec_t  ngx_http_llm_msec_min = 1;
+static ngx_msec_t  ngx_http_llm_msec_zero = 0;
 
 
 static ngx_command_t  ngx_http_llm_commands[] = {
@@ -64,11 +78,39 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, max_tokens),
       &ngx_http_llm_max_tokens_bounds },
 
+    { ngx_string("llm_model"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, model),
+      NULL },
+
+    { ngx_string("llm_max_n"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_set_num,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_n),
+      &ngx_http_llm_max_n_bounds },
+
     { ngx_string("llm_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_llm_set_msec,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, timeout),
+      &ngx_http_llm_msec_min },
+
+    { ngx_string("llm_queue_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_set_msec,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, queue_timeout),
+      &ngx_http_llm_msec_zero },
+
+    { ngx_string("llm_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -76,8 +118,8 @@ static ngx_command_t  ngx_http_llm_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_llm_module_ctx = {
-    NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_llm_preconfiguration,         /* preconfiguration */
+    ngx_http_llm_postconfiguration,        /* postconfiguration */
 
     ngx_http_llm_create_main_conf,         /* create main configuration */
     ngx_http_llm_init_main_conf,           /* init main configuration */
@@ -106,6 +148,24 @@ ngx_module_t  ngx_http_llm_module = {
 };
 
 
+static ngx_int_t
+ngx_http_llm_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_llm_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_llm_postconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_llm_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_filter_init(cf);
+}
+
+
 static void *
 ngx_http_llm_create_main_conf(ngx_conf_t *cf)
 {
@@ -127,7 +187,10 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
 }
 
 
-/* every name llm_pass used must have been defined by llm_engine */
+/*
+ * Every name llm_pass used must have been defined by llm_engine; where
+ * engines are, the metrics zone is too.
+ */
 
 static char *
 ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
@@ -145,6 +208,13 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
                           "unknown llm engine \"%V\" in %s:%ui",
                           &engines[i]->name, engines[i]->file,
                           engines[i]->line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lmcf->engines.nelts) {
+        lmcf->metrics = ngx_http_llm_metrics_zone(cf);
+        if (lmcf->metrics == NULL) {
             return NGX_CONF_ERROR;
         }
     }
@@ -167,10 +237,13 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->engine = NULL;
+     *     conf->model = NULL;
      */
 
     conf->max_tokens = NGX_CONF_UNSET_UINT;
+    conf->max_n = NGX_CONF_UNSET_UINT;
     conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->queue_timeout = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -184,8 +257,15 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     /* conf->engine is not inherited, as the content handler is not */
 
+    if (conf->model == NULL) {
+        conf->model = prev->model;
+    }
+
     ngx_conf_merge_uint_value(conf->max_tokens, prev->max_tokens, 256);
+    ngx_conf_merge_uint_value(conf->max_n, prev->max_n, 8);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 60000);
+    ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout,
+                              10000);
 
     return NGX_CONF_OK;
 }
@@ -248,7 +328,9 @@ ngx_http_llm_engine(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (value[1].len == 0) {
+    /* names label the metrics, which keep LLM_MODEL_NAME_MAX bytes */
+
+    if (value[1].len == 0 || value[1].len >= LLM_MODEL_NAME_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid llm engine name \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
@@ -370,6 +452,8 @@ ngx_http_llm_set_num(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* a time of at least *cmd->post milliseconds; errors quote the value */
+
 static char *
 ngx_http_llm_set_msec(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -377,7 +461,7 @@ ngx_http_llm_set_msec(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t    n;
     ngx_str_t   *value;
-    ngx_msec_t  *mp;
+    ngx_msec_t  *mp, *min;
 
     mp = (ngx_msec_t *) (p + cmd->offset);
 
@@ -386,14 +470,16 @@ ngx_http_llm_set_msec(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+    min = cmd->post;
 
     n = ngx_parse_time(&value[1], 0);
 
-    if (n == NGX_ERROR || n == 0) {
+    if (n == NGX_ERROR || (ngx_msec_t) n < *min) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid value \"%V\" in \"%V\" directive, "
-                           "it must be a time such as \"60s\"",
-                           &value[1], &cmd->name);
+                           "it must be a time such as \"60s\"%s",
+                           &value[1], &cmd->name,
+                           *min ? "" : " or 0");
         return NGX_CONF_ERROR;
     }
 

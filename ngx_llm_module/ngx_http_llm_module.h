@@ -27,15 +27,28 @@
 #define NGX_HTTP_LLM_BACKOFF_MAX      2000
 #define NGX_HTTP_LLM_HANDSHAKE_TIME   5000
 
+/* how often requests waiting for a slot look for one freed elsewhere */
+#define NGX_HTTP_LLM_QUEUE_RETRY      50
+
 /* streaming: text gathered in one drain before a chunk is sent anyway */
 #define NGX_HTTP_LLM_CHUNK_TEXT_MAX   16384
 
 /* what a request may ask for, checked before any engine limit */
 #define NGX_HTTP_LLM_MAX_TOKENS_MAX   1048576
+#define NGX_HTTP_LLM_MAX_N            128
+#define NGX_HTTP_LLM_MAX_PROMPTS      128
+#define NGX_HTTP_LLM_MAX_CHOICES      256       /* prompts times n */
+#define NGX_HTTP_LLM_MAX_STOP         4
+#define NGX_HTTP_LLM_MAX_BIAS         1024
+
+/* the endpoints */
+#define NGX_HTTP_LLM_COMPLETIONS      1
+#define NGX_HTTP_LLM_CHAT             2
 
 
 typedef struct ngx_http_llm_engine_s  ngx_http_llm_engine_t;
 typedef struct ngx_http_llm_ctx_s     ngx_http_llm_ctx_t;
+typedef struct ngx_http_llm_choice_s  ngx_http_llm_choice_t;
 
 
 struct ngx_http_llm_engine_s {
@@ -65,7 +78,13 @@ struct ngx_http_llm_engine_s {
     ngx_uint_t                 serial;        /* bumped on every handshake */
     ngx_uint_t                 next_slot;
 
-    ngx_queue_t                requests;      /* ngx_http_llm_ctx_t in flight */
+    ngx_queue_t                requests;      /* ngx_http_llm_choice_t in
+                                                 flight */
+    ngx_queue_t                waiting;       /* ngx_http_llm_ctx_t waiting
+                                                 for a free slot */
+    ngx_event_t                kick;          /* posted: a slot was freed */
+    ngx_event_t                retry;         /* slots freed elsewhere */
+    ngx_atomic_t              *waiting_gauge; /* in the metrics zone */
 
     ngx_event_t                reconnect;
     ngx_msec_t                 backoff;
@@ -82,26 +101,40 @@ struct ngx_http_llm_engine_s {
 
 typedef struct {
     ngx_array_t                engines;       /* ngx_http_llm_engine_t * */
+    ngx_shm_zone_t            *metrics;       /* counters and histograms */
 } ngx_http_llm_main_conf_t;
 
 
 typedef struct {
     ngx_http_llm_engine_t     *engine;
+    ngx_http_complex_value_t  *model;         /* llm_model, or NULL */
     ngx_uint_t                 max_tokens;
+    ngx_uint_t                 max_n;
     ngx_msec_t                 timeout;
+    ngx_msec_t                 queue_timeout;
 } ngx_http_llm_loc_conf_t;
 
 
-/* a completion request, validated; strings point into json */
+/*
+ * A completion or chat request, validated.  The engine's request is
+ * built from "fields", which holds every sampling field in the form the
+ * engine reads; each choice adds its id, model, prompt and seed.  All
+ * json_t here are owned by pool cleanups.
+ */
 typedef struct {
-    json_t                    *json;
-    ngx_str_t                  model;
-    ngx_str_t                  prompt;
-    ngx_uint_t                 max_tokens;
-    double                     temperature;
-    double                     top_p;
+    json_t                    *json;          /* the body */
+    json_t                    *fields;        /* for the engine */
+    json_t                    *prompts;       /* completions: the prompts,
+                                                 each a string or token
+                                                 ids; chat: NULL */
+    json_t                    *messages;      /* chat: {role, content} */
+    ngx_str_t                  model;         /* as the client asked */
+    ngx_uint_t                 n;
     int64_t                    seed;
+    ngx_int_t                  logprobs;      /* alternatives, -1: none */
+    unsigned                   has_seed:1;
     unsigned                   stream:1;
+    unsigned                   include_usage:1;
 } ngx_http_llm_completion_t;
 
 
@@ -115,9 +148,21 @@ typedef struct {
 } ngx_http_llm_error_t;
 
 
-struct ngx_http_llm_ctx_s {
-    ngx_http_request_t        *request;
-    ngx_http_llm_engine_t     *engine;
+/* usage of a whole request, summed over its choices */
+typedef struct {
+    uint64_t                   prompt;
+    uint64_t                   completion;
+    uint64_t                   cached;
+} ngx_http_llm_usage_t;
+
+
+/* one sequence of a request: one slot, one entry of "choices" */
+struct ngx_http_llm_choice_s {
+    ngx_http_llm_ctx_t        *ctx;
+    ngx_uint_t                 index;         /* in "choices" */
+    ngx_uint_t                 prompt;        /* which prompt it continues */
+
+    ngx_str_t                  req;           /* the engine's request */
 
     /* while attached: in engine->requests and holding slot/generation */
     ngx_queue_t                queue;
@@ -125,27 +170,70 @@ struct ngx_http_llm_ctx_s {
     uint32_t                   slot;
     uint32_t                   generation;
 
-    ngx_event_t                timeout;       /* no word from the engine */
-
-    ngx_str_t                  id;            /* "cmpl-..." */
-    ngx_str_t                  model;
-    time_t                     created;
-
-    /* completion text: all of it, or what one streaming drain gathered */
+    /* text not sent yet (all of it unless streaming), bytes before it */
     u_char                    *text;
     size_t                     text_len;
     size_t                     text_size;
+    size_t                     offset;
+
+    /* logprobs not sent yet, and the entry waiting for its TOKEN */
+    json_t                    *logprobs;
+    json_t                    *lp_pending;
+
+    ngx_uint_t                 tokens;        /* TOKEN events seen */
+    llm_ev_done_t              done;
+
+    unsigned                   attached:1;
+    unsigned                   submitted:1;
+    unsigned                   finished:1;    /* DONE arrived */
+    unsigned                   role_sent:1;   /* chat stream: first delta */
+};
+
+
+struct ngx_http_llm_ctx_s {
+    ngx_http_request_t        *request;
+    ngx_http_llm_engine_t     *engine;
+    ngx_uint_t                 endpoint;      /* NGX_HTTP_LLM_COMPLETIONS.. */
+
+    ngx_str_t                  id;            /* "cmpl-...", "chatcmpl-..." */
+    ngx_str_t                  request_model; /* what the client asked */
+    ngx_str_t                  model;         /* the version serving it */
+    time_t                     created;
+    json_t                    *fields;        /* the engine's request */
+    json_t                    *prompts;
+    json_t                    *messages;
+    ngx_uint_t                 n;             /* choices per prompt */
+    int64_t                    seed;
+    ngx_int_t                  logprobs;      /* alternatives, -1: none */
+
+    ngx_http_llm_choice_t     *choices;
+    ngx_uint_t                 n_choices;
+    ngx_uint_t                 n_submitted;   /* choices 0..n-1 submitted */
+    ngx_uint_t                 n_finished;
+
+    ngx_queue_t                wait;          /* in engine->waiting */
+    ngx_event_t                queue_timer;   /* llm_queue_timeout */
+    ngx_event_t                deadline;      /* llm_timeout */
+
+    ngx_msec_t                 ttft;          /* request start -> token */
 
     /* streaming chunk buffers, reused once sent */
     ngx_chain_t               *free;
     ngx_chain_t               *busy;
 
-    llm_ev_done_t              done;
+    /* nginx's own error page, turned into an OpenAI error object */
+    ngx_buf_t                 *error_page;
 
-    unsigned                   attached:1;
+    unsigned                   has_seed:1;
     unsigned                   stream:1;
+    unsigned                   include_usage:1;
+    unsigned                   model_known:1; /* model names a served one */
+    unsigned                   waiting:1;
+    unsigned                   started:1;     /* a choice was submitted */
+    unsigned                   first_token:1; /* ttft is set */
     unsigned                   blocked:1;     /* output returned NGX_AGAIN */
     unsigned                   cleanup:1;     /* cleanups registered */
+    unsigned                   json_page:1;   /* error_page replaces nginx's */
 };
 
 
@@ -158,26 +246,32 @@ ngx_int_t ngx_http_llm_engine_init(ngx_http_llm_engine_t *e, ngx_log_t *log);
 void ngx_http_llm_engine_exit(ngx_http_llm_engine_t *e);
 llm_shm_model_t *ngx_http_llm_engine_model(ngx_http_llm_engine_t *e,
     ngx_str_t *name);
-ngx_int_t ngx_http_llm_slot_submit(ngx_http_llm_ctx_t *ctx, u_char *req,
-    size_t len);
-ngx_int_t ngx_http_llm_slot_state(ngx_http_llm_ctx_t *ctx);
-ngx_int_t ngx_http_llm_slot_event(ngx_http_llm_ctx_t *ctx, llm_event_t *ev,
+ngx_int_t ngx_http_llm_slot_submit(ngx_http_llm_choice_t *ch);
+ngx_int_t ngx_http_llm_slot_state(ngx_http_llm_choice_t *ch);
+ngx_int_t ngx_http_llm_slot_event(ngx_http_llm_choice_t *ch, llm_event_t *ev,
     u_char *buf);
-void ngx_http_llm_slot_drained(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_slot_release(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_slot_drained(ngx_http_llm_choice_t *ch);
+void ngx_http_llm_slot_release(ngx_http_llm_choice_t *ch);
+void ngx_http_llm_slot_count(ngx_http_llm_engine_t *e, ngx_uint_t *states);
 
 /* ngx_http_llm_handler.c */
 ngx_int_t ngx_http_llm_handler(ngx_http_request_t *r);
-void ngx_http_llm_process(ngx_http_llm_ctx_t *ctx,
+void ngx_http_llm_process(ngx_http_llm_choice_t *ch,
     ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_dispatch(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_queue_handler(ngx_event_t *ev);
 void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 void ngx_http_llm_detach(ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u);
 
 /* ngx_http_llm_openai.c */
-ngx_int_t ngx_http_llm_parse_completion(ngx_http_request_t *r, u_char *p,
-    size_t len, ngx_http_llm_completion_t *cp, ngx_http_llm_error_t *err);
-ngx_int_t ngx_http_llm_request_json(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_completion_t *cp, ngx_str_t *out);
+ngx_int_t ngx_http_llm_parse(ngx_http_request_t *r, ngx_uint_t endpoint,
+    u_char *p, size_t len, ngx_http_llm_completion_t *cp,
+    ngx_http_llm_error_t *err);
+ngx_int_t ngx_http_llm_choice_request(ngx_http_llm_choice_t *ch);
+ngx_int_t ngx_http_llm_invalid(ngx_http_request_t *r,
+    ngx_http_llm_error_t *err, const char *param, const char *code,
+    const char *fmt, ...);
 void ngx_http_llm_error(ngx_http_llm_error_t *err, ngx_uint_t status,
     const char *type, const char *param, const char *code,
     const char *message);
@@ -187,12 +281,33 @@ ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
     ngx_http_llm_error_t *err);
 ngx_int_t ngx_http_llm_send_json(ngx_http_request_t *r, ngx_uint_t status,
     json_t *json);
-const char *ngx_http_llm_finish_reason(uint32_t reason);
-json_t *ngx_http_llm_completion_json(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, const char *finish, ngx_uint_t usage);
-ngx_int_t ngx_http_llm_send_models(ngx_http_request_t *r,
-    ngx_http_llm_engine_t *e);
+ngx_buf_t *ngx_http_llm_json_buf(ngx_pool_t *pool, json_t *json);
 json_t *ngx_http_llm_json_string(ngx_pool_t *pool, u_char *p, size_t len);
+void ngx_http_llm_json_cleanup(void *data);
+
+/* ngx_http_llm_reply.c */
+const char *ngx_http_llm_finish_reason(uint32_t reason);
+json_t *ngx_http_llm_response_json(ngx_http_llm_ctx_t *ctx);
+json_t *ngx_http_llm_chunk_json(ngx_http_llm_choice_t *ch,
+    const char *finish);
+json_t *ngx_http_llm_usage_chunk_json(ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_logprobs_event(ngx_http_llm_choice_t *ch,
+    u_char *buf, size_t len);
+ngx_int_t ngx_http_llm_logprobs_token(ngx_http_llm_choice_t *ch);
+ngx_int_t ngx_http_llm_send_models(ngx_http_request_t *r,
+    ngx_http_llm_engine_t *e, ngx_str_t *id);
+
+/* ngx_http_llm_variables.c */
+ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_llm_metrics.c */
+ngx_shm_zone_t *ngx_http_llm_metrics_zone(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_metrics_init(ngx_conf_t *cf);
+char *ngx_http_llm_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+void ngx_http_llm_metrics_waiting(ngx_http_llm_engine_t *e, ngx_int_t delta);
+
+/* ngx_http_llm_filter.c */
+ngx_int_t ngx_http_llm_filter_init(ngx_conf_t *cf);
 
 
 extern ngx_module_t  ngx_http_llm_module;

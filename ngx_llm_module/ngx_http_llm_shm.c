@@ -51,6 +51,15 @@ ngx_http_llm_engine_init(ngx_http_llm_engine_t *e, ngx_log_t *log)
     e->backoff = NGX_HTTP_LLM_BACKOFF_MIN;
 
     ngx_queue_init(&e->requests);
+    ngx_queue_init(&e->waiting);
+
+    e->kick.handler = ngx_http_llm_queue_handler;
+    e->kick.data = e;
+    e->kick.log = log;
+
+    e->retry.handler = ngx_http_llm_queue_handler;
+    e->retry.data = e;
+    e->retry.log = log;
 
     e->reconnect.handler = ngx_http_llm_reconnect_handler;
     e->reconnect.data = e;
@@ -68,8 +77,8 @@ ngx_http_llm_engine_init(ngx_http_llm_engine_t *e, ngx_log_t *log)
 void
 ngx_http_llm_engine_exit(ngx_http_llm_engine_t *e)
 {
-    ngx_queue_t         *q;
-    ngx_http_llm_ctx_t  *ctx;
+    ngx_queue_t            *q;
+    ngx_http_llm_choice_t  *ch;
 
     if (e->log == NULL) {
         /* never initialised in this process */
@@ -80,9 +89,23 @@ ngx_http_llm_engine_exit(ngx_http_llm_engine_t *e)
 
     while (!ngx_queue_empty(&e->requests)) {
         q = ngx_queue_head(&e->requests);
-        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, queue);
+        ch = ngx_queue_data(q, ngx_http_llm_choice_t, queue);
 
-        ngx_http_llm_detach(ctx);
+        ngx_http_llm_detach(ch->ctx);
+    }
+
+    while (!ngx_queue_empty(&e->waiting)) {
+        q = ngx_queue_head(&e->waiting);
+
+        ngx_http_llm_detach(ngx_queue_data(q, ngx_http_llm_ctx_t, wait));
+    }
+
+    if (e->kick.posted) {
+        ngx_delete_posted_event(&e->kick);
+    }
+
+    if (e->retry.timer_set) {
+        ngx_del_timer(&e->retry);
     }
 
     if (e->reconnect.timer_set) {
@@ -626,16 +649,17 @@ ngx_http_llm_bell_handler(ngx_event_t *rev)
 
 
 /*
- * Drains (err NULL) or fails every request in flight.  Each is moved
- * back to e->requests before it is handled, so a request that ends,
- * or any other that ends meanwhile, leaves whichever list it is on.
+ * Drains (err NULL) or fails every choice in flight.  Each is moved back
+ * to e->requests before it is handled, so a request that ends, or any
+ * other that ends meanwhile, takes its choices off whichever list they
+ * are on.
  */
 
 static void
 ngx_http_llm_process_all(ngx_http_llm_engine_t *e, ngx_http_llm_error_t *err)
 {
-    ngx_queue_t          work, *q;
-    ngx_http_llm_ctx_t  *ctx;
+    ngx_queue_t             work, *q;
+    ngx_http_llm_choice_t  *ch;
 
     if (ngx_queue_empty(&e->requests)) {
         return;
@@ -651,9 +675,9 @@ ngx_http_llm_process_all(ngx_http_llm_engine_t *e, ngx_http_llm_error_t *err)
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&e->requests, q);
 
-        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, queue);
+        ch = ngx_queue_data(q, ngx_http_llm_choice_t, queue);
 
-        ngx_http_llm_process(ctx, err);
+        ngx_http_llm_process(ch, err);
     }
 }
 
@@ -848,21 +872,21 @@ ngx_http_llm_engine_model(ngx_http_llm_engine_t *e, ngx_str_t *name)
  */
 
 ngx_int_t
-ngx_http_llm_slot_submit(ngx_http_llm_ctx_t *ctx, u_char *req, size_t len)
+ngx_http_llm_slot_submit(ngx_http_llm_choice_t *ch)
 {
     uint32_t                w, gen, i, k, n;
     llm_slot_t             *s;
     llm_shm_header_t       *h;
     ngx_http_llm_engine_t  *e;
 
-    e = ctx->engine;
+    e = ch->ctx->engine;
     h = &e->hdr;
 
     if (e->state != NGX_HTTP_LLM_READY) {
         return NGX_BUSY;
     }
 
-    if (len > h->req_max) {
+    if (ch->req.len > h->req_max) {
         return NGX_DECLINED;
     }
 
@@ -894,8 +918,8 @@ ngx_http_llm_slot_submit(ngx_http_llm_ctx_t *ctx, u_char *req, size_t len)
         atomic_store_explicit(&s->tail, 0, memory_order_relaxed);
         atomic_store_explicit(&s->engine_waiting, 0, memory_order_relaxed);
 
-        ngx_memcpy(llm_slot_req(s, h), req, len);
-        s->req_len = (uint32_t) len;
+        ngx_memcpy(llm_slot_req(s, h), ch->req.data, ch->req.len);
+        s->req_len = (uint32_t) ch->req.len;
 
         /* publishes all of the above to the engine */
 
@@ -903,12 +927,12 @@ ngx_http_llm_slot_submit(ngx_http_llm_ctx_t *ctx, u_char *req, size_t len)
                               llm_slot_word(LLM_SLOT_SUBMITTED, e->worker_id),
                               memory_order_release);
 
-        ctx->slot = i;
-        ctx->generation = gen;
-        ctx->serial = e->serial;
-        ctx->attached = 1;
+        ch->slot = i;
+        ch->generation = gen;
+        ch->serial = e->serial;
+        ch->attached = 1;
 
-        ngx_queue_insert_tail(&e->requests, &ctx->queue);
+        ngx_queue_insert_tail(&e->requests, &ch->queue);
 
         e->next_slot = i + 1;
 
@@ -921,22 +945,22 @@ ngx_http_llm_slot_submit(ngx_http_llm_ctx_t *ctx, u_char *req, size_t len)
 }
 
 
-/* the slot's state if it is still this request's, else NGX_ERROR */
+/* the slot's state if it is still this choice's, else NGX_ERROR */
 
 ngx_int_t
-ngx_http_llm_slot_state(ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_slot_state(ngx_http_llm_choice_t *ch)
 {
     uint32_t                w, st;
     llm_slot_t             *s;
     ngx_http_llm_engine_t  *e;
 
-    e = ctx->engine;
+    e = ch->ctx->engine;
 
-    if (e->state != NGX_HTTP_LLM_READY || e->serial != ctx->serial) {
+    if (e->state != NGX_HTTP_LLM_READY || e->serial != ch->serial) {
         return NGX_ERROR;
     }
 
-    s = llm_shm_slot(e->base, &e->hdr, ctx->slot);
+    s = llm_shm_slot(e->base, &e->hdr, ch->slot);
 
     /* acquire: FINISHED is stored after the last event was published */
 
@@ -945,7 +969,7 @@ ngx_http_llm_slot_state(ngx_http_llm_ctx_t *ctx)
 
     if (llm_slot_owner(w) != e->worker_id
         || atomic_load_explicit(&s->generation, memory_order_relaxed)
-           != ctx->generation
+           != ch->generation
         || (st != LLM_SLOT_SUBMITTED && st != LLM_SLOT_RUNNING
             && st != LLM_SLOT_FINISHED))
     {
@@ -959,18 +983,19 @@ ngx_http_llm_slot_state(ngx_http_llm_ctx_t *ctx)
 /* the next event; buf holds LLM_EVENT_MAX bytes */
 
 ngx_int_t
-ngx_http_llm_slot_event(ngx_http_llm_ctx_t *ctx, llm_event_t *ev, u_char *buf)
+ngx_http_llm_slot_event(ngx_http_llm_choice_t *ch, llm_event_t *ev,
+    u_char *buf)
 {
     llm_slot_t             *s;
     ngx_http_llm_engine_t  *e;
 
-    e = ctx->engine;
+    e = ch->ctx->engine;
 
-    if (e->state != NGX_HTTP_LLM_READY || e->serial != ctx->serial) {
+    if (e->state != NGX_HTTP_LLM_READY || e->serial != ch->serial) {
         return LLM_RING_CORRUPT;
     }
 
-    s = llm_shm_slot(e->base, &e->hdr, ctx->slot);
+    s = llm_shm_slot(e->base, &e->hdr, ch->slot);
 
     return llm_ring_get(s, llm_slot_ring(s, &e->hdr), e->hdr.ring_size,
                         ev, buf);
@@ -980,18 +1005,18 @@ ngx_http_llm_slot_event(ngx_http_llm_ctx_t *ctx, llm_event_t *ev, u_char *buf)
 /* after consuming events: wake the engine if it waits for ring space */
 
 void
-ngx_http_llm_slot_drained(ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_slot_drained(ngx_http_llm_choice_t *ch)
 {
     llm_slot_t             *s;
     ngx_http_llm_engine_t  *e;
 
-    e = ctx->engine;
+    e = ch->ctx->engine;
 
-    if (e->state != NGX_HTTP_LLM_READY || e->serial != ctx->serial) {
+    if (e->state != NGX_HTTP_LLM_READY || e->serial != ch->serial) {
         return;
     }
 
-    s = llm_shm_slot(e->base, &e->hdr, ctx->slot);
+    s = llm_shm_slot(e->base, &e->hdr, ch->slot);
 
     /*
      * We stored tail, then load engine_waiting; the engine stores
@@ -1008,7 +1033,7 @@ ngx_http_llm_slot_drained(ngx_http_llm_ctx_t *ctx)
     if (atomic_exchange_explicit(&s->engine_waiting, 0, memory_order_acq_rel))
     {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, e->log, 0,
-                       "llm slot %uD: engine was waiting", ctx->slot);
+                       "llm slot %uD: engine was waiting", ch->slot);
 
         ngx_http_llm_ring(e);
     }
@@ -1022,24 +1047,24 @@ ngx_http_llm_slot_drained(ngx_http_llm_ctx_t *ctx)
  */
 
 void
-ngx_http_llm_slot_release(ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_slot_release(ngx_http_llm_choice_t *ch)
 {
     uint32_t                w, next;
     ngx_uint_t              bell;
     llm_slot_t             *s;
     ngx_http_llm_engine_t  *e;
 
-    e = ctx->engine;
+    e = ch->ctx->engine;
 
-    if (e->state != NGX_HTTP_LLM_READY || e->serial != ctx->serial) {
+    if (e->state != NGX_HTTP_LLM_READY || e->serial != ch->serial) {
         /* the engine went away and took its slots with it */
         return;
     }
 
-    s = llm_shm_slot(e->base, &e->hdr, ctx->slot);
+    s = llm_shm_slot(e->base, &e->hdr, ch->slot);
 
     if (atomic_load_explicit(&s->generation, memory_order_relaxed)
-        != ctx->generation)
+        != ch->generation)
     {
         return;
     }
@@ -1082,10 +1107,35 @@ ngx_http_llm_slot_release(ngx_http_llm_ctx_t *ctx)
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, e->log, 0,
-                   "llm slot %uD gen %uD %s", ctx->slot, ctx->generation,
+                   "llm slot %uD gen %uD %s", ch->slot, ch->generation,
                    bell ? "cancelled" : "freed");
 
     if (bell) {
+        /* the engine frees it: the retry timer will find it */
         ngx_http_llm_ring(e);
+
+    } else if (!ngx_queue_empty(&e->waiting)) {
+        /* the first waiting request takes it, once this event is over */
+        ngx_post_event(&e->kick, &ngx_posted_events);
+    }
+}
+
+
+/* slots by state, states[0..LLM_SLOT_CANCELLED], for the metrics */
+
+void
+ngx_http_llm_slot_count(ngx_http_llm_engine_t *e, ngx_uint_t *states)
+{
+    uint32_t     i, st;
+    llm_slot_t  *s;
+
+    for (i = 0; i < e->hdr.n_slots; i++) {
+        s = llm_shm_slot(e->base, &e->hdr, i);
+        st = llm_slot_state(atomic_load_explicit(&s->state,
+                                                 memory_order_relaxed));
+
+        if (st <= LLM_SLOT_CANCELLED) {
+            states[st]++;
+        }
     }
 }

@@ -88,12 +88,12 @@ for my $c (@cases) {
 }
 
 $r = $t->post('/v1/completions', { %ok, model => 'nosuch' });
-is_error($r, 400, 'unknown model', param => 'model',
+is_error($r, 404, 'unknown model', param => 'model',
          code => 'model_not_found');
 
 # an error message that quotes the request stays valid JSON
 $r = $t->post('/v1/completions', { %ok, model => "<b>\"x\\\n\x{1}" });
-is_error($r, 400, 'hostile model name', param => 'model');
+is_error($r, 404, 'hostile model name', param => 'model');
 
 is_error($t->get('/v1/completions'), 405, 'GET on completions');
 is_error($t->post('/v1/models', {}), 405, 'POST on models');
