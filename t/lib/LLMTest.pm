@@ -36,6 +36,7 @@ sub new {
         engine_args => $args{engine_args} || [],
         pids => {},
         owner => $$,
+        generation => 0,
     }, $class;
     $self->{socket} = "$self->{dir}/engine.sock";
     $self->{port} = free_port();
@@ -102,10 +103,12 @@ sub engine_log { slurp("$_[0]{dir}/engine.log") }
 # --- nginx ----------------------------------------------------------------
 
 # $http: extra text inside http {}, $server: extra text inside server {};
-# the default location /v1/ passes to engine "default".
+# the default location /v1/ passes to engine "default".  GET /generation
+# answers how many times this configuration was (re)loaded.
 sub nginx_conf {
     my ($self, %o) = @_;
     my $d = $self->{dir};
+    my $gen = $self->{generation};
     my $http = $o{http} // '';
     my $server = $o{server} // "location /v1/ { llm_pass default; }\n";
     my $engines = $o{engines}
@@ -135,6 +138,7 @@ http {
     server {
         listen 127.0.0.1:$self->{port};
         location = /static { return 200 "static ok\\n"; }
+        location = /generation { return 200 "$gen"; }
         $server
     }
 }
@@ -183,6 +187,19 @@ sub start_nginx {
     die "nginx did not come up: " . $self->error_log;
 }
 
+# rewrites the configuration (same options as start_nginx), sends HUP
+# and waits until the new workers answer
+sub reload_nginx {
+    my ($self, %o) = @_;
+    my $pid = $self->{pids}{nginx} or die "nginx is not running";
+    $self->{generation}++;
+    $self->write_conf($self->nginx_conf(%o));
+    kill 'HUP', $pid;
+    my $want = $self->{generation};
+    return wait_for(sub {
+        ($self->get('/generation')->{content} // '') eq $want }, 10);
+}
+
 sub stop_nginx {
     my ($self) = @_;
     my $pid = delete $self->{pids}{nginx} or return;
@@ -220,16 +237,20 @@ sub wait_ready {
 
 sub http { HTTP::Tiny->new(timeout => 30, keep_alive => 0) }
 
+# %o: headers => {...}, ua => an HTTP::Tiny to use
 sub get {
-    my ($self, $path) = @_;
-    return decorate(http()->get($self->url($path)));
+    my ($self, $path, %o) = @_;
+    my $ua = $o{ua} || http();
+    return decorate($ua->get($self->url($path),
+                             { headers => $o{headers} || {} }));
 }
 
-# body: a hash (encoded as JSON) or a raw string
+# body: a hash (encoded as JSON) or a raw string; %o as for get
 sub post {
     my ($self, $path, $body, %o) = @_;
+    my $ua = $o{ua} || http();
     $body = $json->encode($body) if ref $body;
-    return decorate(http()->request('POST', $self->url($path), {
+    return decorate($ua->request('POST', $self->url($path), {
         headers => { 'Content-Type' => 'application/json',
                      %{ $o{headers} || {} } },
         content => $body,
@@ -245,13 +266,14 @@ sub decorate {
 
 # a streaming POST; returns the response with {events} = the decoded
 # data: payloads in order ('[DONE]' kept as the string) and {chunks} = the
-# raw body pieces as they arrived
+# raw body pieces as they arrived; %o as for get
 sub post_stream {
-    my ($self, $path, $body) = @_;
+    my ($self, $path, $body, %o) = @_;
     $body->{stream} = JSON::PP::true;
     my @chunks;
     my $r = http()->request('POST', $self->url($path), {
-        headers => { 'Content-Type' => 'application/json' },
+        headers => { 'Content-Type' => 'application/json',
+                     %{ $o{headers} || {} } },
         content => $json->encode($body),
         data_callback => sub { push @chunks, $_[0] },
     });
@@ -286,6 +308,30 @@ sub raw_request {
 
 sub json { $json }
 
+# checks an OpenAI error object: status, the four fields, JSON; %want
+# compares fields of "error" (a regexp compares with like)
+sub is_error {
+    my ($r, $status, $name, %want) = @_;
+    my $tb = Test::More->builder;
+    $tb->is_num($r->{status}, $status, "$name: status $status")
+        or $tb->diag($r->{content} // '');
+    my $e = ref $r->{json} eq 'HASH' ? $r->{json}{error} : undef;
+    $tb->ok(ref $e eq 'HASH' && defined $e->{message}
+            && length $e->{message} && defined $e->{type}
+            && exists $e->{param} && exists $e->{code},
+            "$name: an OpenAI error object")
+        or $tb->diag($r->{content} // '');
+    for my $k (sort keys %want) {
+        if (ref $want{$k} eq 'Regexp') {
+            $tb->like($e->{$k}, $want{$k}, "$name: $k");
+        } else {
+            $tb->is_eq($e->{$k}, $want{$k}, "$name: $k");
+        }
+    }
+    $tb->like($r->{headers}{'content-type'} // '', qr{^application/json},
+              "$name: JSON content type");
+}
+
 # --- misc -----------------------------------------------------------------
 
 sub slurp {
@@ -307,6 +353,7 @@ sub wait_for {
 sub DESTROY {
     my ($self) = @_;
     return if $$ != $self->{owner};     # a forked client, not the test
+    local $?;                           # waitpid must not set the exit code
     $self->stop_nginx;
     $self->stop_engine('KILL');
 }
