@@ -85,4 +85,16 @@ for my $c (@bad) {
     like($out, $re, "the message quotes it: $name");
 }
 
+# the example configurations in conf/, placeholders filled in as
+# conf/demo.sh does
+for my $name ('nginx.conf', 'nginx-ab.conf') {
+    my $text = LLMTest::slurp("$LLMTest::ROOT/conf/$name");
+    my %fill = (MODULE => $LLMTest::MODULE, SOCKET => $t->socket_path,
+                PREFIX => $t->dir, PORT => $t->port);
+    $text =~ s/@(MODULE|SOCKET|PREFIX|PORT)@/$fill{$1}/g;
+    mkdir $t->dir . '/logs';
+    my ($rc, $out) = $t->nginx_test($text);
+    is($rc, 0, "conf/$name passes nginx -t") or diag $out;
+}
+
 done_testing;
