@@ -81,6 +81,8 @@ static ngx_int_t ngx_http_llm_output(ngx_http_llm_ctx_t *ctx,
 static void ngx_http_llm_write_handler(ngx_http_request_t *r);
 static void ngx_http_llm_deadline_handler(ngx_event_t *ev);
 static void ngx_http_llm_queue_timeout_handler(ngx_event_t *ev);
+static void ngx_http_llm_timed_out(ngx_http_llm_ctx_t *ctx, ngx_uint_t level,
+    ngx_http_llm_error_t *err, const char *what, ngx_msec_t ms);
 
 
 static ngx_str_t  ngx_http_llm_sse_type = ngx_string("text/event-stream");
@@ -1664,61 +1666,58 @@ ngx_http_llm_write_handler(ngx_http_request_t *r)
 static void
 ngx_http_llm_deadline_handler(ngx_event_t *ev)
 {
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_error_t      err;
     ngx_http_llm_loc_conf_t  *llcf;
 
     ctx = ev->data;
-    r = ctx->request;
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
-
-    ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
-                  "llm %V on engine \"%V\" passed its deadline of %M ms",
-                  &ctx->id, &ctx->engine->name, llcf->timeout);
+    llcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_llm_module);
 
     ngx_http_llm_error(&err, NGX_HTTP_GATEWAY_TIME_OUT, "server_error", NULL,
                        "timeout", "The inference engine did not finish "
                        "in time");
 
-    ngx_http_llm_fail(ctx, &err);
-
-    ngx_http_run_posted_requests(c);
+    ngx_http_llm_timed_out(ctx, NGX_LOG_ERR, &err,
+                           "passed its deadline of", llcf->timeout);
 }
 
 
 static void
 ngx_http_llm_queue_timeout_handler(ngx_event_t *ev)
 {
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_error_t      err;
     ngx_http_llm_loc_conf_t  *llcf;
 
     ctx = ev->data;
-    r = ctx->request;
-    c = r->connection;
-
-    ngx_http_set_log_request(c->log, r);
-
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
-
-    ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                  "llm %V found no free slot on engine \"%V\" in %M ms",
-                  &ctx->id, &ctx->engine->name, llcf->queue_timeout);
+    llcf = ngx_http_get_module_loc_conf(ctx->request, ngx_http_llm_module);
 
     ngx_http_llm_error(&err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
                        NULL, "queue_timeout",
                        "The inference engine is busy: no slot was free "
                        "in time, retry later");
 
-    ngx_http_llm_fail(ctx, &err);
+    ngx_http_llm_timed_out(ctx, NGX_LOG_WARN, &err,
+                           "found no free slot in", llcf->queue_timeout);
+}
+
+
+/* a timer of the request ran out: it ends with err */
+
+static void
+ngx_http_llm_timed_out(ngx_http_llm_ctx_t *ctx, ngx_uint_t level,
+    ngx_http_llm_error_t *err, const char *what, ngx_msec_t ms)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->request->connection;
+
+    ngx_http_set_log_request(c->log, ctx->request);
+
+    ngx_log_error(level, c->log, 0, "llm %V on engine \"%V\" %s %M ms",
+                  &ctx->id, &ctx->engine->name, what, ms);
+
+    ngx_http_llm_fail(ctx, err);
 
     ngx_http_run_posted_requests(c);
 }

@@ -124,7 +124,16 @@ ngx_http_llm_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         goto found;
 
     case NGX_HTTP_LLM_VAR_FINISH_REASON:
-        return ngx_http_llm_variable_finish(r, ctx, v);
+
+        if (ctx->n_finished == 0) {
+            return NGX_OK;
+        }
+
+        if (ngx_http_llm_variable_finish(r, ctx, v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        goto found;
 
     case NGX_HTTP_LLM_VAR_TTFT:
 
@@ -177,10 +186,6 @@ ngx_http_llm_variable_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_uint_t   i;
     const char  *reason;
 
-    if (ctx->n_finished == 0) {
-        return NGX_OK;
-    }
-
     p = ngx_pnalloc(r->pool, ctx->n_choices * sizeof("length,"));
     if (p == NULL) {
         return NGX_ERROR;
@@ -198,9 +203,6 @@ ngx_http_llm_variable_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     v->len = p - v->data;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
