@@ -233,6 +233,103 @@ sub wait_ready {
     return 0;
 }
 
+# --- redis ----------------------------------------------------------------
+
+# a real redis-server on a free port (the same one again after a stop, so
+# that nginx finds it where it was); @args go on its command line
+sub start_redis {
+    my ($self, @args) = @_;
+    $self->{redis_port} //= free_port();
+    my @cmd = ('redis-server', '--port', $self->{redis_port},
+               '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+               '--daemonize', 'no', '--dir', $self->{dir}, @args);
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{dir}/redis.log";
+        open STDERR, '>&', \*STDOUT;
+        exec @cmd or die "exec redis-server: $!";
+    }
+    $self->{pids}{redis} = $pid;
+    $self->{redis_args} = [ @args ];
+    for (1 .. 200) {
+        my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $self->{redis_port});
+        if ($c) { close $c; return $pid }
+        if (waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{redis};
+            die "redis-server exited: " . slurp("$self->{dir}/redis.log");
+        }
+        sleep 0.05;
+    }
+    die "redis-server did not come up: " . slurp("$self->{dir}/redis.log");
+}
+
+sub redis_port { $_[0]{redis_port} }
+sub redis_pid { $_[0]{pids}{redis} }
+
+# SIGKILL by default: Redis is gone at once, as after a crash
+sub stop_redis {
+    my ($self, $sig) = @_;
+    my $pid = delete $self->{pids}{redis} or return;
+    kill 'CONT', $pid;
+    kill $sig || 'KILL', $pid;
+    waitpid($pid, 0);
+}
+
+# one command over RESP; returns the reply (errors as "ERR: ..."), or
+# undef when Redis does not answer within 5 seconds.  A hash first gives
+# options: port, auth (a password), db
+sub redis {
+    my ($self, @cmd) = @_;
+    my %o = ref $cmd[0] eq 'HASH' ? %{ shift @cmd } : ();
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $o{port} || $self->{redis_port},
+                                  Timeout => 5)
+        or return undef;
+    my @all = (($o{auth} ? (['AUTH', $o{auth}]) : ()),
+               ($o{db} ? (['SELECT', $o{db}]) : ()), \@cmd);
+    my $req = '';
+    for my $c (@all) {
+        $req .= '*' . @$c . "\r\n";
+        $req .= '$' . length($_) . "\r\n$_\r\n" for @$c;
+    }
+    print $s $req;
+    my $reply;
+    $reply = resp_read($s) for @all;
+    close $s;
+    return $reply;
+}
+
+sub resp_read {
+    my ($s) = @_;
+    local $SIG{ALRM} = sub { die "redis timeout\n" };
+    alarm 5;
+    my $r = eval { resp_value($s) };
+    alarm 0;
+    return $r;
+}
+
+sub resp_value {
+    my ($s) = @_;
+    my $line = <$s>;
+    return undef unless defined $line;
+    $line =~ s/\r\n$//;
+    my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+    return $v if $t eq '+' || $t eq ':';
+    return "ERR: $v" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        my $buf = '';
+        read($s, $buf, $v + 2);
+        return substr($buf, 0, $v);
+    }
+    if ($t eq '*') {
+        return undef if $v < 0;
+        return [ map { resp_value($s) } 1 .. $v ];
+    }
+    die "bad RESP line: $line\n";
+}
+
 # --- HTTP -----------------------------------------------------------------
 
 sub http { HTTP::Tiny->new(timeout => 30, keep_alive => 0) }
@@ -356,6 +453,7 @@ sub DESTROY {
     local $?;                           # waitpid must not set the exit code
     $self->stop_nginx;
     $self->stop_engine('KILL');
+    $self->stop_redis;
 }
 
 1;
