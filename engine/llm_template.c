@@ -193,7 +193,7 @@ llm_template_render(const llm_template_t *t,
     int                 rc;
     char               *s;
     time_t              now;
-    const char         *key;
+    const char         *key, *tok;
     json_t             *jv;
     llm_tpl_val_t       v;
     llm_tpl_buf_t       buf;
@@ -260,14 +260,14 @@ llm_template_render(const llm_template_t *t,
         goto done;
     }
 
-    s = (char *) (vars->bos_token ? vars->bos_token : "");
-    v = llm_tpl_v_str(s, strlen(s));
+    tok = vars->bos_token ? vars->bos_token : "";
+    v = llm_tpl_v_str(tok, strlen(tok));
     if (llm_tpl_set_var(r, r->globals, "bos_token", &v) != LLM_OK) {
         goto done;
     }
 
-    s = (char *) (vars->eos_token ? vars->eos_token : "");
-    v = llm_tpl_v_str(s, strlen(s));
+    tok = vars->eos_token ? vars->eos_token : "";
+    v = llm_tpl_v_str(tok, strlen(tok));
     if (llm_tpl_set_var(r, r->globals, "eos_token", &v) != LLM_OK) {
         goto done;
     }

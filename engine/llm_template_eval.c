@@ -101,8 +101,8 @@ llm_tpl_eval_node(llm_tpl_render_t *r, llm_tpl_frame_t *f,
             return LLM_ERR;
         }
         if (rc == 0) {
-            *out = llm_tpl_undef(r, "'%.*s' is undefined", (int) n->name.len,
-                                 n->name.p);
+            *out = llm_tpl_undef(r, "'%.*s' is undefined",
+                                 LLM_TPL_PREC(n->name.len), n->name.p);
         }
         return LLM_OK;
 
@@ -812,15 +812,15 @@ llm_tpl_slice(llm_tpl_render_t *r, const llm_tpl_val_t *obj,
     const llm_tpl_val_t *startv, const llm_tpl_val_t *stopv,
     const llm_tpl_val_t *stepv, llm_tpl_val_t *out)
 {
-    int              k;
-    char            *s;
-    double           fv;
-    size_t           len, i, count, o, *offs, cl;
-    int64_t          start, stop, step, n, idx, v;
-    uint32_t         cp;
-    llm_tpl_list_t  *l;
-    llm_tpl_buf_t    buf;
-    const llm_tpl_val_t  *iv[3];
+    int                    k;
+    double                 fv;
+    size_t                 len, i, count, o, *offs, cl;
+    int64_t                start, stop, step, n, idx, v;
+    uint32_t               cp;
+    const char            *s;
+    llm_tpl_list_t        *l;
+    llm_tpl_buf_t          buf;
+    const llm_tpl_val_t   *iv[3];
 
     if (obj->type == LLM_TPL_UNDEF) {
         return llm_tpl_fail_undef(r, obj);
@@ -920,7 +920,7 @@ llm_tpl_slice(llm_tpl_render_t *r, const llm_tpl_val_t *obj,
         return LLM_OK;
     }
 
-    s = (char *) obj->u.s.p;
+    s = obj->u.s.p;
 
     if (len == obj->u.s.len) {
         /* ASCII: characters are bytes */
@@ -1013,7 +1013,8 @@ llm_tpl_getattr(llm_tpl_render_t *r, const llm_tpl_val_t *obj,
     }
 
     *out = llm_tpl_undef(r, "'%s object' has no attribute '%.*s'",
-                         llm_tpl_type_name(obj), (int) name.len, name.p);
+                         llm_tpl_type_name(obj), LLM_TPL_PREC(name.len),
+                         name.p);
     return LLM_OK;
 }
 
@@ -1172,7 +1173,7 @@ llm_tpl_loop_attr(llm_tpl_render_t *r, llm_tpl_loop_t *loop,
 
     } else {
         *out = llm_tpl_undef(r, "'LoopContext object' has no attribute"
-                             " '%.*s'", (int) name.len, name.p);
+                             " '%.*s'", LLM_TPL_PREC(name.len), name.p);
     }
 
     return LLM_OK;
@@ -1276,8 +1277,10 @@ llm_tpl_call_macro(llm_tpl_render_t *r, const llm_tpl_macro_t *m,
         if (j < np) {
             if (bound[j]) {
                 return llm_tpl_fail(r, "macro '%.*s' got multiple values for"
-                                    " argument '%.*s'", (int) node->name.len,
-                                    node->name.p, (int) a->kwnames[i].len,
+                                    " argument '%.*s'",
+                                    LLM_TPL_PREC(node->name.len),
+                                    node->name.p,
+                                    LLM_TPL_PREC(a->kwnames[i].len),
                                     a->kwnames[i].p);
             }
 
@@ -1324,7 +1327,7 @@ llm_tpl_call_macro(llm_tpl_render_t *r, const llm_tpl_macro_t *m,
 
         } else {
             v = llm_tpl_undef(r, "parameter '%.*s' was not provided",
-                              (int) param->name.len, param->name.p);
+                              LLM_TPL_PREC(param->name.len), param->name.p);
         }
 
         if (llm_tpl_frame_set(r, f, param->name, &v) != LLM_OK) {

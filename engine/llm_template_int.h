@@ -10,7 +10,8 @@
  *   llm_template_eval.c     statements and expressions
  *   llm_template_value.c    values: strings, UTF-8, str(), repr(), JSON,
  *                           equality and ordering, lists, dicts, frames
- *   llm_template_builtin.c  filters, tests, methods, global functions
+ *   llm_template_builtin.c  filters, tests, dict and list methods, globals
+ *   llm_template_string.c   str methods, "%" and str.format(), dates
  */
 
 #ifndef LLM_TEMPLATE_INT_H
@@ -31,6 +32,9 @@
 /* exec() results besides LLM_OK and LLM_ERR */
 #define LLM_TPL_BREAK     1
 #define LLM_TPL_CONTINUE  2
+
+/* a precision for "%.*s" that stays positive for any length */
+#define LLM_TPL_PREC(len)  ((int) ((len) > 1024 ? 1024 : (len)))
 
 /* a byte that is not valid UTF-8 decodes to this plus its value */
 #define LLM_TPL_BADCP     0x110000
@@ -484,6 +488,50 @@ int llm_tpl_call(llm_tpl_render_t *r, const llm_tpl_val_t *callee,
 int llm_tpl_binary(llm_tpl_render_t *r, int op, const llm_tpl_val_t *a,
     const llm_tpl_val_t *b, llm_tpl_val_t *out);
 
+/* global functions and methods: llm_tpl_func_t ids */
+enum {
+    LLM_TPL_FN_RANGE = 0,
+    LLM_TPL_FN_NAMESPACE,
+    LLM_TPL_FN_DICT,
+    LLM_TPL_FN_RAISE,
+    LLM_TPL_FN_STRFTIME,
+
+    LLM_TPL_FN_STRIP,
+    LLM_TPL_FN_LSTRIP,
+    LLM_TPL_FN_RSTRIP,
+    LLM_TPL_FN_SPLIT,
+    LLM_TPL_FN_RSPLIT,
+    LLM_TPL_FN_SPLITLINES,
+    LLM_TPL_FN_STARTSWITH,
+    LLM_TPL_FN_ENDSWITH,
+    LLM_TPL_FN_UPPER,
+    LLM_TPL_FN_LOWER,
+    LLM_TPL_FN_TITLE,
+    LLM_TPL_FN_CAPITALIZE,
+    LLM_TPL_FN_REPLACE,
+    LLM_TPL_FN_FORMAT,
+    LLM_TPL_FN_FIND,
+    LLM_TPL_FN_RFIND,
+    LLM_TPL_FN_COUNT,
+    LLM_TPL_FN_JOIN,
+    LLM_TPL_FN_ISDIGIT,
+    LLM_TPL_FN_ISALPHA,
+    LLM_TPL_FN_ISALNUM,
+    LLM_TPL_FN_ISSPACE,
+    LLM_TPL_FN_ISLOWER,
+    LLM_TPL_FN_ISUPPER,
+
+    LLM_TPL_FN_ITEMS,
+    LLM_TPL_FN_KEYS,
+    LLM_TPL_FN_VALUES,
+    LLM_TPL_FN_GET,
+    LLM_TPL_FN_COPY,
+
+    LLM_TPL_FN_LCOUNT,
+    LLM_TPL_FN_INDEX
+};
+
+
 /* llm_template_builtin.c */
 int llm_tpl_filter_id(llm_tpl_str_t name);
 int llm_tpl_test_id(llm_tpl_str_t name);
@@ -496,8 +544,36 @@ int llm_tpl_method(llm_tpl_render_t *r, const llm_tpl_val_t *obj,
 int llm_tpl_call_func(llm_tpl_render_t *r, const llm_tpl_func_t *fn,
     llm_tpl_args_t *a, llm_tpl_val_t *out);
 int llm_tpl_add_globals(llm_tpl_render_t *r, llm_tpl_frame_t *f);
+int llm_tpl_arg(const llm_tpl_args_t *a, size_t pos, const char *name,
+    llm_tpl_val_t *out);
+int llm_tpl_arg_str(llm_tpl_render_t *r, const llm_tpl_args_t *a,
+    size_t pos, const char *name, llm_tpl_str_t *out);
+int llm_tpl_arg_int(llm_tpl_render_t *r, const llm_tpl_args_t *a,
+    size_t pos, const char *name, int64_t *out);
+int llm_tpl_arg_bool(const llm_tpl_args_t *a, size_t pos, const char *name,
+    int def);
+int llm_tpl_join(llm_tpl_render_t *r, const llm_tpl_val_t *seq,
+    llm_tpl_str_t sep, const llm_tpl_str_t *attr, int strict,
+    llm_tpl_val_t *out);
+
+/* llm_template_string.c */
+llm_tpl_str_t llm_tpl_strip(llm_tpl_str_t s, const llm_tpl_str_t *chars,
+    int which);
+int llm_tpl_case(llm_tpl_render_t *r, llm_tpl_str_t s, int mode,
+    llm_tpl_val_t *out);
+int llm_tpl_replace(llm_tpl_render_t *r, llm_tpl_str_t s,
+    llm_tpl_str_t from, llm_tpl_str_t to, int64_t count,
+    llm_tpl_val_t *out);
+int llm_tpl_splitlines(llm_tpl_render_t *r, llm_tpl_str_t s, int keepends,
+    llm_tpl_list_t **out);
+int llm_tpl_parse_int(llm_tpl_str_t s, int base, int64_t *out);
+int llm_tpl_parse_float(llm_tpl_str_t s, double *out);
+int llm_tpl_call_str_method(llm_tpl_render_t *r, int id, llm_tpl_str_t s,
+    llm_tpl_args_t *a, llm_tpl_val_t *out);
 int llm_tpl_format_percent(llm_tpl_render_t *r, llm_tpl_buf_t *b,
     llm_tpl_str_t fmt, const llm_tpl_val_t *args);
+int llm_tpl_strftime(llm_tpl_render_t *r, llm_tpl_buf_t *b,
+    llm_tpl_str_t fmt, const struct tm *tm);
 int llm_tpl_parse_date(const char *s, struct tm *tm);
 
 

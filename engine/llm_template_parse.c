@@ -407,7 +407,7 @@ llm_tpl_parse_stmt(llm_tpl_parser_t *p)
         kind = t->s.len == 5 ? LLM_TPL_N_BREAK : LLM_TPL_N_CONTINUE;
 
         if (p->loops == 0) {
-            llm_tpl_pfail(p, t, "'%.*s' outside a loop", (int) t->s.len,
+            llm_tpl_pfail(p, t, "'%.*s' outside a loop", LLM_TPL_PREC(t->s.len),
                           t->s.p);
 
         } else {

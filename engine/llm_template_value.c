@@ -168,7 +168,7 @@ int
 llm_tpl_fail_undef(llm_tpl_render_t *r, const llm_tpl_val_t *v)
 {
     if (v->type == LLM_TPL_UNDEF && v->u.s.len != 0) {
-        return llm_tpl_fail(r, "%.*s", (int) v->u.s.len, v->u.s.p);
+        return llm_tpl_fail(r, "%.*s", LLM_TPL_PREC(v->u.s.len), v->u.s.p);
     }
 
     return llm_tpl_fail(r, "value is undefined");
