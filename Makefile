@@ -106,7 +106,8 @@ fuzz: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
 	$(BUILD)/fuzz/seed_template $(FIXTURES)/chat $(BUILD)/fuzz/corpus \
 	    $(BUILD)/fuzz/template.dict
 	$(BUILD)/fuzz/fuzz_template -max_total_time=$(FUZZ_SECONDS) \
-	    -timeout=10 -dict=$(BUILD)/fuzz/template.dict $(BUILD)/fuzz/corpus
+	    -timeout=10 -dict=$(BUILD)/fuzz/template.dict \
+	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
 
 $(BUILD)/fuzz/fuzz_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
