@@ -4,9 +4,10 @@
  * `llm-engine serve`: loads the models, opens the shared memory and the
  * socket, and runs the serving loop.  One thread owns the models and
  * every sequence; each turn of the loop it polls the sockets and the
- * doorbell, admits submitted slots, advances each running sequence by one
- * step (a chunk of its prompt, or one generated token) and rings the
- * doorbells of the workers it wrote events for.
+ * doorbell, admits submitted slots (parsing and tokenizing their
+ * requests), lets the scheduler (llm_sched.c) run one batched step, turns
+ * the logits it produced into tokens and events, and rings the doorbells
+ * of the workers it wrote events for.
  */
 
 #define _GNU_SOURCE
@@ -23,75 +24,15 @@
 #include <unistd.h>
 #include <jansson.h>
 
+#include "llm_gguf.h"
 #include "llm_ipc.h"
 #include "llm_log.h"
-#include "llm_model.h"
-#include "llm_request.h"
 #include "llm_ring.h"
-#include "llm_sampler.h"
+#include "llm_sched.h"
 #include "llm_serve.h"
-#include "llm_template.h"
-#include "llm_tokenizer.h"
-#include "llm_gguf.h"
 
 
-#define LLM_PREFILL_CHUNK   256       /* prompt tokens per step */
-#define LLM_TEXT_MAX        512       /* bytes of text one token may add */
-
-
-typedef struct {
-    char                 name[LLM_MODEL_NAME_MAX];
-    llm_model_t         *model;
-    const llm_config_t  *cfg;
-    int                  n_ctx;       /* served context length */
-    llm_template_t      *tpl;         /* chat template, or NULL */
-    char                 tpl_err[LLM_ERRSTR_MAX];
-    const char          *bos;         /* token texts for the template */
-    const char          *eos;
-} llm_serve_model_t;
-
-
-typedef struct {
-    unsigned             active:1;
-    unsigned             paused:1;    /* its ring was full */
-    uint32_t             slot;
-    uint32_t             owner;
-    llm_serve_model_t   *m;
-    llm_kv_t            *kv;
-    llm_sampler_t        sampler;
-    llm_detok_t          detok;
-    llm_stop_t           stop;
-    int32_t             *tokens;      /* prompt, then generated; n_ctx */
-    int                  n_prompt;
-    int                  n_tokens;    /* prompt + generated so far */
-    int                  n_past;      /* tokens whose K/V are cached */
-    int                  max_tokens;
-    int                  n_gen;
-    int                  logprobs;    /* alternatives wanted, -1: none */
-    float               *logits;      /* n_vocab */
-    uint64_t             t_submit;
-    uint64_t             t_start;
-    uint64_t             t_first;
-    uint32_t             finish;      /* reason once decided, else 0 */
-
-    /* events not yet in the ring, in order: records of llm_event_t and
-     * payload; everything above out_len is reset when a sequence starts
-     * and ends */
-    size_t               out_len;
-    size_t               out_off;
-    unsigned char        out[2 * LLM_EVENT_MAX + 1024];
-} llm_seq_t;
-
-
-typedef struct {
-    llm_ipc_t            ipc;
-    int                  n_models;
-    llm_serve_model_t    models[LLM_MAX_MODELS];
-    int                  max_seqs;
-    llm_seq_t           *seqs;
-    int                  n_active;
-    int                  step_delay_ms;   /* fault mode for tests */
-} llm_server_t;
+#define LLM_BLOCK_SIZE      16        /* positions per KV block */
 
 
 static volatile sig_atomic_t  llm_stop;
@@ -101,20 +42,13 @@ static void llm_serve_usage(void);
 static int llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap);
 static void llm_serve_loop(llm_server_t *srv);
 static void llm_serve_admit(llm_server_t *srv);
-static int llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
+static int llm_serve_start(llm_server_t *srv, llm_seq_t *q,
     const char *req, size_t len);
 static int llm_serve_prompt(llm_server_t *srv, llm_seq_t *q,
     llm_request_t *rq);
-static void llm_serve_step(llm_server_t *srv, llm_seq_t *q);
-static void llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a,
-    size_t alen, const void *b, size_t blen);
-static int llm_serve_flush(llm_server_t *srv, llm_seq_t *q);
+static void llm_serve_housekeep(llm_server_t *srv, llm_seq_t *q);
 static void llm_serve_logprobs(llm_seq_t *q, int32_t id, float logprob,
     const int32_t *ids, const float *lps, int n);
-static void llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
-    const char *type, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static void llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished);
 static void llm_serve_reclaim(void *data, uint32_t slot);
 static int llm_serve_template(llm_serve_model_t *m);
 static int llm_serve_uid(const char *name, uid_t *uid);
@@ -128,16 +62,20 @@ llm_serve_usage(void)
     fprintf(stderr,
         "usage: llm-engine serve --socket PATH --model NAME=PATH"
         " [--model NAME=PATH ...]\n"
-        "         [--slots N] [--max-seqs N] [--ctx N]"
-        " [--socket-mode OCTAL] [--log-level L]\n"
+        "         [--slots N] [--max-seqs N] [--ctx N] [--kv-cache SIZE]"
+        " [--batch-tokens N]\n"
+        "         [--socket-mode OCTAL] [--log-level L]\n"
         "\n"
         "  --socket PATH       unix socket nginx workers connect to\n"
         "  --model NAME=PATH   serve the GGUF file PATH as NAME"
         " (repeatable)\n"
         "  --slots N           request slots in shared memory (64)\n"
-        "  --max-seqs N        sequences generated at once (16)\n"
+        "  --max-seqs N        sequences generated at once (64)\n"
         "  --ctx N             cap on each model's context length"
         " (4096)\n"
+        "  --kv-cache SIZE     KV cache memory, shared by the models"
+        " (512M; K, M, G)\n"
+        "  --batch-tokens N    tokens one step may compute (256)\n"
         "  --socket-mode M     permissions of the socket (0660)\n"
         "  --socket-group G    group of the socket (nginx's workers')\n"
         "  --allow-user U      only this user may attach (repeatable;"
@@ -153,6 +91,7 @@ llm_serve_main(int argc, char **argv)
 {
     int                  c, ctx_cap, rc;
     char                *end;
+    size_t               kv_bytes;
     const char          *models[LLM_MAX_MODELS];
     int                  n_models;
     llm_err_t            err;
@@ -170,6 +109,8 @@ llm_serve_main(int argc, char **argv)
         { "log-level",   required_argument, NULL, 'l' },
         { "allow-user",  required_argument, NULL, 'u' },
         { "socket-group", required_argument, NULL, 'g' },
+        { "kv-cache",    required_argument, NULL, 'k' },
+        { "batch-tokens", required_argument, NULL, 'b' },
         { "debug-step-delay", required_argument, NULL, 'd' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -187,7 +128,9 @@ llm_serve_main(int argc, char **argv)
         fprintf(stderr, "llm-engine: out of memory\n");
         return 1;
     }
-    srv->max_seqs = 16;
+    srv->max_seqs = 64;
+    srv->batch_tokens = 256;
+    kv_bytes = (size_t) 512 << 20;
     ctx_cap = 4096;
     n_models = 0;
 
@@ -208,9 +151,24 @@ llm_serve_main(int argc, char **argv)
             models[n_models++] = optarg;
             break;
 
+        case 'k':
+            errno = 0;
+            kv_bytes = strtoull(optarg, &end, 10);
+            kv_bytes <<= *end == 'K' ? 10 : *end == 'M' ? 20
+                         : *end == 'G' ? 30 : 0;
+            if (errno || end == optarg || kv_bytes == 0
+                || (*end != '\0' && (strchr("KMG", *end) == NULL
+                                     || end[1] != '\0')))
+            {
+                fprintf(stderr, "llm-engine: bad size \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+
         case 'n':
         case 'q':
         case 'c':
+        case 'b':
         case 'd':
             errno = 0;
             rc = (int) strtol(optarg, &end, 10);
@@ -224,6 +182,8 @@ llm_serve_main(int argc, char **argv)
                 srv->max_seqs = rc;
             } else if (c == 'd') {
                 srv->step_delay_ms = rc;
+            } else if (c == 'b') {
+                srv->batch_tokens = rc;
             } else {
                 ctx_cap = rc;
             }
@@ -292,8 +252,24 @@ llm_serve_main(int argc, char **argv)
         }
     }
 
+    for (int i = 0; i < srv->n_models; i++) {
+        if (llm_sched_model_init(&srv->models[i],
+                                 kv_bytes / (size_t) srv->n_models,
+                                 LLM_BLOCK_SIZE, &err)
+            != LLM_OK)
+        {
+            fprintf(stderr, "llm-engine: %s\n", err.errstr);
+            return 1;
+        }
+    }
+
     srv->seqs = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t));
-    if (srv->seqs == NULL) {
+    srv->batch = calloc((size_t) srv->max_seqs, sizeof(llm_batch_seq_t));
+    srv->batch_seq = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t *));
+    srv->batch_ntok = calloc((size_t) srv->max_seqs, sizeof(int));
+    if (srv->seqs == NULL || srv->batch == NULL || srv->batch_seq == NULL
+        || srv->batch_ntok == NULL)
+    {
         fprintf(stderr, "llm-engine: out of memory\n");
         return 1;
     }
@@ -314,6 +290,9 @@ llm_serve_main(int argc, char **argv)
             llm_ipc_free(&srv->ipc);
             return 1;
         }
+        atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_KV_BLOCKS],
+                                  (uint64_t) m->alloc.n_blocks,
+                                  memory_order_relaxed);
     }
 
     memset(&sa, 0, sizeof(sa));
@@ -341,12 +320,16 @@ llm_serve_main(int argc, char **argv)
     llm_ipc_free(&srv->ipc);
 
     for (int i = 0; i < srv->n_models; i++) {
+        llm_sched_model_free(&srv->models[i]);
         llm_template_free(srv->models[i].tpl);
         free((char *) srv->models[i].bos);
         free((char *) srv->models[i].eos);
         llm_model_free(srv->models[i].model);
     }
     free(srv->seqs);
+    free(srv->batch);
+    free(srv->batch_seq);
+    free(srv->batch_ntok);
     free(srv);
 
     return 0;
@@ -549,9 +532,11 @@ llm_serve_loop(llm_server_t *srv)
 
         for (int i = 0; i < srv->max_seqs; i++) {
             if (srv->seqs[i].active) {
-                llm_serve_step(srv, &srv->seqs[i]);
+                llm_serve_housekeep(srv, &srv->seqs[i]);
             }
         }
+
+        llm_sched_step(srv);
 
         llm_ipc_ring(&srv->ipc);
 
@@ -604,8 +589,12 @@ llm_serve_admit(llm_server_t *srv)
         q->active = 1;
         q->slot = i;
         q->owner = llm_slot_owner(w);
+        q->order = ++srv->n_admitted;
         q->t_submit = llm_now_us();
         srv->n_active++;
+
+        atomic_fetch_add_explicit(&h->stats[LLM_STAT_REQUESTS], 1,
+                                  memory_order_relaxed);
 
         /* copy the request out of shared memory before looking at it */
         len = s->req_len;
@@ -625,10 +614,8 @@ llm_serve_admit(llm_server_t *srv)
         memcpy(buf, llm_slot_req(s, h), len);
         buf[len] = '\0';
 
-        atomic_fetch_add_explicit(&h->stats[LLM_STAT_REQUESTS], 1,
-                                  memory_order_relaxed);
-
-        if (llm_serve_start(srv, q, i, buf, len) == LLM_OK) {
+        if (llm_serve_start(srv, q, buf, len) == LLM_OK) {
+            q->started = 1;
             atomic_fetch_add_explicit(&h->stats[LLM_STAT_RUNNING], 1,
                                       memory_order_relaxed);
         }
@@ -639,15 +626,12 @@ llm_serve_admit(llm_server_t *srv)
 
 /* parses and checks the request, builds the prompt, sets up sampling */
 static int
-llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
-    const char *req, size_t len)
+llm_serve_start(llm_server_t *srv, llm_seq_t *q, const char *req, size_t len)
 {
     llm_err_t           err;
     llm_request_t       rq;
     llm_serve_model_t  *m;
     llm_request_err_t   re;
-
-    (void) slot;
 
     if (llm_request_parse(&rq, req, len, llm_now_us() ^ (uint64_t) q->slot,
                           &re)
@@ -675,10 +659,14 @@ llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
     q->m = m;
     q->max_tokens = rq.max_tokens;
     q->logprobs = rq.logprobs;
+    q->priority = rq.priority;
+    q->hash = m->seed;
 
     q->tokens = malloc(sizeof(int32_t) * (size_t) m->n_ctx);
     q->logits = malloc(sizeof(float) * (size_t) m->cfg->n_vocab);
-    if (q->tokens == NULL || q->logits == NULL) {
+    q->blocks = malloc(sizeof(int32_t)
+                       * (size_t) (m->n_ctx / m->block_size + 2));
+    if (q->tokens == NULL || q->logits == NULL || q->blocks == NULL) {
         llm_request_free(&rq);
         llm_serve_error(srv, q, 503, "server_error", "", "out of memory");
         return LLM_ERR;
@@ -716,9 +704,9 @@ llm_serve_start(llm_server_t *srv, llm_seq_t *q, uint32_t slot,
     llm_stop_init(&q->stop, &rq);
     llm_request_free(&rq);
 
-    q->kv = llm_kv_new(m->model, m->n_ctx, &err);
-    if (q->kv == NULL) {
-        llm_serve_error(srv, q, 503, "server_error", "", "%s", err.errstr);
+    if (llm_sched_admit_check(q, &err) != LLM_OK) {
+        llm_serve_error(srv, q, 400, "invalid_request_error",
+                        "context_length_exceeded", "%s", err.errstr);
         return LLM_ERR;
     }
 
@@ -838,23 +826,12 @@ llm_serve_prompt(llm_server_t *srv, llm_seq_t *q, llm_request_t *rq)
 }
 
 
-/* one step of one sequence: a prompt chunk or one generated token */
+/* before a step: cancellation, and events still waiting for room */
 static void
-llm_serve_step(llm_server_t *srv, llm_seq_t *q)
+llm_serve_housekeep(llm_server_t *srv, llm_seq_t *q)
 {
-    int                     n, stopped, n_top;
-    float                   logprob, top_lps[LLM_LOGPROBS_MAX];
-    int32_t                 top_ids[LLM_LOGPROBS_MAX];
-    size_t                  tlen, olen;
-    int32_t                 id;
-    uint32_t                w;
-    llm_err_t               err;
-    llm_slot_t             *s;
-    llm_ev_token_t          ev;
-    llm_ev_done_t           d;
-    const llm_tokenizer_t  *tok;
-    char                    text[LLM_TEXT_MAX];
-    char                    out[LLM_TEXT_MAX + 2 * LLM_STOP_LEN_MAX];
+    uint32_t     w;
+    llm_slot_t  *s;
 
     s = llm_shm_slot(srv->ipc.base, srv->ipc.hdr, q->slot);
     w = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -868,44 +845,29 @@ llm_serve_step(llm_server_t *srv, llm_seq_t *q)
         return;
     }
 
-    /* first deliver what did not fit before */
-    if (q->out_len) {
-        if (llm_serve_flush(srv, q) != LLM_OK) {
-            return;
-        }
-        if (q->finish) {
-            llm_serve_release(srv, q, 1);
-            return;
-        }
+    if (q->out_len && llm_serve_flush(srv, q) == LLM_OK && q->finish) {
+        llm_serve_release(srv, q, 1);
     }
+}
 
-    if (q->t_start == 0) {
-        q->t_start = llm_now_us();
-    }
 
-    /* prompt: one chunk per step, logits only after the last one; then
-     * one token per step, the one sampled last */
-    n = q->n_prompt - q->n_past;
-    if (n > LLM_PREFILL_CHUNK) {
-        n = LLM_PREFILL_CHUNK;
-    } else if (n <= 0) {
-        n = 1;
-    }
-
-    if (llm_model_forward(q->m->model, q->kv, q->tokens + q->n_past, n,
-                          q->n_past, q->logits, 0, &err)
-        != LLM_OK)
-    {
-        llm_serve_error(srv, q, 500, "server_error", "", "%s", err.errstr);
-        return;
-    }
-    q->n_past += n;
-    atomic_fetch_add_explicit(&srv->ipc.hdr->stats[LLM_STAT_STEPS], 1,
-                              memory_order_relaxed);
-
-    if (q->n_past < q->n_prompt) {
-        return;
-    }
+/*
+ * After a step that computed the sequence's last known token: samples
+ * the next one from q->logits and queues its events (LOGPROBS, TOKEN,
+ * and DONE when the sequence ends).
+ */
+void
+llm_serve_token(llm_server_t *srv, llm_seq_t *q)
+{
+    int                     stopped, n_top;
+    float                   logprob, top_lps[LLM_LOGPROBS_MAX];
+    size_t                  tlen, olen;
+    int32_t                 id, top_ids[LLM_LOGPROBS_MAX];
+    llm_ev_token_t          ev;
+    llm_ev_done_t           d;
+    const llm_tokenizer_t  *tok;
+    char                    text[LLM_TEXT_MAX];
+    char                    out[LLM_TEXT_MAX + 2 * LLM_STOP_LEN_MAX];
 
     tok = llm_model_tokenizer(q->m->model);
 
@@ -975,7 +937,7 @@ done:
         d.finish_reason = q->finish;
         d.prompt_tokens = (uint32_t) q->n_prompt;
         d.completion_tokens = (uint32_t) q->n_gen;
-        d.cached_tokens = 0;
+        d.cached_tokens = (uint32_t) q->n_cached;
         d.queue_us = q->t_start - q->t_submit;
         d.ttft_us = q->t_first - q->t_submit;
         d.total_us = now - q->t_submit;
@@ -1033,7 +995,7 @@ llm_serve_logprobs(llm_seq_t *q, int32_t id, float logprob,
 
 
 /* appends an event to the sequence's outgoing queue */
-static void
+void
 llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a, size_t alen,
     const void *b, size_t blen)
 {
@@ -1069,7 +1031,7 @@ llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a, size_t alen,
  * asks the worker to ring back after draining (see llm_proto.h) and
  * returns LLM_ERR: the sequence pauses until then.
  */
-static int
+int
 llm_serve_flush(llm_server_t *srv, llm_seq_t *q)
 {
     int           rc;
@@ -1113,7 +1075,7 @@ llm_serve_flush(llm_server_t *srv, llm_seq_t *q)
 }
 
 
-static void
+void
 llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
     const char *type, const char *code, const char *fmt, ...)
 {
@@ -1156,7 +1118,7 @@ llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
  * the worker (RUNNING -> FINISHED); else the worker cancelled it and the
  * slot goes FREE.
  */
-static void
+void
 llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished)
 {
     uint32_t     w;
@@ -1180,14 +1142,17 @@ llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished)
                               memory_order_release);
     }
 
-    if (q->kv != NULL) {
-        llm_kv_free(q->kv);
+    if (q->started) {
         atomic_fetch_sub_explicit(&srv->ipc.hdr->stats[LLM_STAT_RUNNING], 1,
                                   memory_order_relaxed);
+    }
+    if (q->m != NULL) {
+        llm_sched_release_blocks(srv, q);
     }
     llm_sampler_free(&q->sampler);
     free(q->tokens);
     free(q->logits);
+    free(q->blocks);
 
     memset(q, 0, offsetof(llm_seq_t, out_len));
     q->out_len = 0;

@@ -9,95 +9,16 @@
  * ring, cancellation and a worker that dies holding a slot.
  */
 
-#define _GNU_SOURCE
-
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-
 #include "tap.h"
-#include "llm_ring.h"
+#include "llm_test_client.h"
 
 
 #define REF  ", there was a little girl named Lily. She loved to play " \
              "outside in the p"
 
 
-typedef struct {
-    int                 sock;
-    int                 engine_bell;
-    int                 my_bell;
-    uint32_t            worker_id;
-    unsigned char      *base;
-    size_t              size;
-    llm_shm_header_t   *h;
-} client_t;
-
-
-typedef struct {
-    char            text[65536];
-    size_t          text_len;
-    int             n_token_events;
-    int             n_logprobs;
-    int             logprobs_before_token;   /* every LOGPROBS then TOKEN */
-    int             first_top_matches;       /* greedy pick is top[0] */
-    int             done;
-    llm_ev_done_t   d;
-    int             error;
-    llm_ev_error_t  e;
-    char            message[512];
-} result_t;
-
-
 static pid_t  engine_pid;
 static char   sock_path[108];
-
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec  ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
-
-    nanosleep(&ts, NULL);
-}
-
-
-/* starts an engine on path that lets in only the user uid */
-static pid_t
-start_engine_as(const char *path, unsigned uid)
-{
-    pid_t        pid;
-    const char  *build;
-    char         exe[512], allow[32];
-
-    build = getenv("LLM_BUILD");
-    snprintf(exe, sizeof(exe), "%s/llm-engine", build ? build : "build");
-    snprintf(allow, sizeof(allow), "%u", uid);
-
-    pid = fork();
-    if (pid == 0) {
-        execl(exe, exe, "serve", "--socket", path, "--model",
-              "stories=models/stories260K.gguf", "--slots", "8",
-              "--allow-user", allow, "--log-level", "error",
-              (char *) NULL);
-        _exit(127);
-    }
-
-    for (int i = 0; i < 200; i++) {
-        if (access(path, F_OK) == 0) {
-            return pid;
-        }
-        sleep_ms(25);
-    }
-    return -1;
-}
 
 
 static int
@@ -151,237 +72,6 @@ test_denied(void)
 
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
-}
-
-
-static int
-client_connect(client_t *c)
-{
-    int                 fds[3];
-    ssize_t             n;
-    struct iovec        iov;
-    struct msghdr       msg;
-    llm_hello_t         hello;
-    llm_welcome_t       w;
-    struct cmsghdr     *cm;
-    struct sockaddr_un  sa;
-    union {
-        struct cmsghdr  align;
-        char            buf[CMSG_SPACE(sizeof(fds))];
-    } ctl;
-
-    memset(c, 0, sizeof(*c));
-    c->sock = socket(AF_UNIX, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, sock_path);
-    if (connect(c->sock, (struct sockaddr *) &sa, sizeof(sa)) == -1) {
-        return -1;
-    }
-
-    memset(&hello, 0, sizeof(hello));
-    hello.magic = LLM_PROTO_MAGIC;
-    hello.version = LLM_PROTO_VERSION;
-    hello.pid = getpid();
-    if (write(c->sock, &hello, sizeof(hello)) != sizeof(hello)) {
-        return -1;
-    }
-
-    memset(&msg, 0, sizeof(msg));
-    iov.iov_base = &w;
-    iov.iov_len = sizeof(w);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof(ctl.buf);
-
-    n = recvmsg(c->sock, &msg, 0);
-    cm = CMSG_FIRSTHDR(&msg);
-    if (n != sizeof(w) || w.status != LLM_HELLO_OK || cm == NULL
-        || cm->cmsg_type != SCM_RIGHTS)
-    {
-        return -1;
-    }
-    memcpy(fds, CMSG_DATA(cm), sizeof(fds));
-
-    c->base = mmap(NULL, w.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fds[0], 0);
-    close(fds[0]);
-    if (c->base == MAP_FAILED) {
-        return -1;
-    }
-    c->size = w.shm_size;
-    c->h = (llm_shm_header_t *) c->base;
-    c->engine_bell = fds[1];
-    c->my_bell = fds[2];
-    c->worker_id = w.worker_id;
-
-    return llm_shm_header_check(c->h, c->size) == NULL ? 0 : -1;
-}
-
-
-static void
-ring_engine(client_t *c)
-{
-    uint64_t  one = 1;
-
-    (void) !write(c->engine_bell, &one, sizeof(one));
-}
-
-
-/* claims a free slot and submits json; returns the slot or -1 */
-static int
-submit(client_t *c, const char *json)
-{
-    uint32_t     w;
-    llm_slot_t  *s;
-
-    for (uint32_t i = 0; i < c->h->n_slots; i++) {
-        s = llm_shm_slot(c->base, c->h, i);
-        w = llm_slot_word(LLM_SLOT_FREE, 0);
-        if (!atomic_compare_exchange_strong(&s->state, &w,
-                llm_slot_word(LLM_SLOT_CLAIMED, c->worker_id)))
-        {
-            continue;
-        }
-        atomic_fetch_add(&s->generation, 1);
-        atomic_store(&s->head, 0);
-        atomic_store(&s->tail, 0);
-        atomic_store(&s->engine_waiting, 0);
-        s->req_len = (uint32_t) strlen(json);
-        memcpy(llm_slot_req(s, c->h), json, s->req_len);
-        atomic_store_explicit(&s->state,
-            llm_slot_word(LLM_SLOT_SUBMITTED, c->worker_id),
-            memory_order_release);
-        ring_engine(c);
-        return (int) i;
-    }
-    return -1;
-}
-
-
-/* drains one slot's ring into r; returns 1 once DONE or ERROR arrived */
-static int
-drain(client_t *c, int slot, result_t *r)
-{
-    int             last_was_logprobs = 0;
-    llm_slot_t     *s;
-    llm_event_t     ev;
-    llm_ev_token_t  t;
-    unsigned char   buf[LLM_EVENT_MAX];
-
-    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
-
-    for ( ;; ) {
-        int  rc = llm_ring_get(s, llm_slot_ring(s, c->h), c->h->ring_size,
-                               &ev, buf);
-
-        if (rc != LLM_RING_OK) {
-            break;
-        }
-
-        switch (ev.type) {
-
-        case LLM_EV_TOKEN:
-            memcpy(&t, buf, sizeof(t));
-            memcpy(r->text + r->text_len, buf + sizeof(t),
-                   ev.len - sizeof(t));
-            r->text_len += ev.len - sizeof(t);
-            r->n_token_events++;
-            if (r->n_logprobs && !last_was_logprobs && t.token >= 0) {
-                r->logprobs_before_token = 0;
-            }
-            last_was_logprobs = 0;
-            break;
-
-        case LLM_EV_LOGPROBS: {
-            llm_ev_logprobs_t  lp;
-            llm_ev_alt_t       alt;
-
-            memcpy(&lp, buf, sizeof(lp));
-            if (lp.n_top > 0) {
-                memcpy(&alt, buf + sizeof(lp) + lp.piece_len, sizeof(alt));
-                if (alt.token != lp.token
-                    || alt.logprob - lp.logprob > 1e-4f
-                    || lp.logprob - alt.logprob > 1e-4f)
-                {
-                    r->first_top_matches = 0;
-                }
-            }
-            r->n_logprobs++;
-            last_was_logprobs = 1;
-            break;
-        }
-
-        case LLM_EV_DONE:
-            memcpy(&r->d, buf, sizeof(r->d));
-            r->done = 1;
-            break;
-
-        case LLM_EV_ERROR:
-            memcpy(&r->e, buf, sizeof(r->e));
-            memcpy(r->message, buf + sizeof(r->e), ev.len - sizeof(r->e));
-            r->error = 1;
-            break;
-        }
-    }
-
-    r->text[r->text_len] = '\0';
-
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_exchange(&s->engine_waiting, 0)) {
-        ring_engine(c);
-    }
-
-    return r->done || r->error;
-}
-
-
-/* waits for the slot to finish, frees it; returns 0 or -1 on timeout */
-static int
-run(client_t *c, const char *json, result_t *r)
-{
-    int          slot;
-    uint32_t     w;
-    uint64_t     v;
-    llm_slot_t  *s;
-
-    memset(r, 0, sizeof(*r));
-    r->logprobs_before_token = 1;
-    r->first_top_matches = 1;
-
-    slot = submit(c, json);
-    if (slot < 0) {
-        return -1;
-    }
-    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
-
-    for (int i = 0; i < 1000; i++) {
-        struct pollfd  p = { c->my_bell, POLLIN, 0 };
-
-        poll(&p, 1, 20);
-        (void) !read(c->my_bell, &v, sizeof(v));
-        if (drain(c, slot, r)) {
-            /* the engine marks FINISHED right after its last event */
-            for (int j = 0; j < 100; j++) {
-                w = atomic_load(&s->state);
-                if (llm_slot_state(w) == LLM_SLOT_FINISHED) {
-                    atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
-                    return 0;
-                }
-                sleep_ms(5);
-            }
-            return -1;
-        }
-    }
-    return -1;
-}
-
-
-static uint64_t
-stat(client_t *c, int i)
-{
-    return atomic_load(&c->h->stats[i]);
 }
 
 
@@ -461,7 +151,7 @@ test_full_ring(client_t *c)
                      "\"logprobs\":20}");
     s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
 
-    for (int i = 0; i < 400 && !atomic_load(&s->engine_waiting); i++) {
+    for (int i = 0; i < 6000 && !atomic_load(&s->engine_waiting); i++) {
         sleep_ms(5);
     }
     ok(atomic_load(&s->engine_waiting) == 1,
@@ -546,7 +236,7 @@ test_dead_worker(client_t *c)
     if (pid == 0) {
         client_t  d;
 
-        if (client_connect(&d) != 0) {
+        if (client_connect(&d, sock_path) != 0) {
             _exit(1);
         }
         submit(&d, "{\"model\":\"stories\",\"prompt\":\"Once\","
@@ -594,7 +284,7 @@ main(void)
         return done_testing();
     }
 
-    if (!ok(client_connect(&c) == 0, "handshake, descriptors, mapping")) {
+    if (!ok(client_connect(&c, sock_path) == 0, "handshake, descriptors, mapping")) {
         kill(engine_pid, SIGKILL);
         return done_testing();
     }
