@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "llm_cpu.h"
+#include "llm_gguf.h"
 
 
 #if defined(__clang__)
@@ -48,6 +49,9 @@ static void llm_avx2_q6_k(const llm_gemm_t *g);
 static void llm_avx2_quant_q8(const float *x, llm_q8_block_t *y, int64_t n);
 static void llm_avx2_quant_q8k(const float *x, llm_q8k_block_t *y,
     int64_t n);
+static void llm_avx2_sgemm(const llm_sgemm_t *s);
+static int llm_avx2_dequant(uint32_t type, const void *row, float *y,
+    int64_t n);
 
 
 const llm_cpu_kernels_t  llm_cpu_avx2 = {
@@ -61,7 +65,9 @@ const llm_cpu_kernels_t  llm_cpu_avx2 = {
     llm_avx2_q5_k,
     llm_avx2_q6_k,
     llm_avx2_quant_q8,
-    llm_avx2_quant_q8k
+    llm_avx2_quant_q8k,
+    llm_avx2_sgemm,
+    llm_avx2_dequant
 };
 
 
@@ -740,6 +746,269 @@ llm_avx2_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n)
 
         y[b].d = d;
     }
+}
+
+
+/* ---- many tokens: f32 tiles of 3 rows by 4 tokens ---- */
+
+/*
+ * Each step loads 8 columns of 3 rows and of 4 tokens and does 12
+ * FMAs: FMA-bound (two 128-bit FMA pipes), which on the CPUs this runs
+ * on is more than the 8-bit path gets, since vpmaddubsw and vpmaddwd
+ * share one pipe.  The weights were dequantized once for all tokens.
+ */
+LLM_INLINE void
+llm_sgemm_tile(const llm_sgemm_t *s, int64_t r, int64_t t, int nr, int nt)
+{
+    __m256        acc[3][4], w[3];
+    const float  *wr[3], *xt[4];
+
+    LLM_UNROLL
+    for (int i = 0; i < nr; i++) {
+        wr[i] = s->w + (r + i) * s->w_ld;
+        LLM_UNROLL
+        for (int j = 0; j < nt; j++) {
+            acc[i][j] = _mm256_setzero_ps();
+        }
+    }
+
+    LLM_UNROLL
+    for (int j = 0; j < nt; j++) {
+        xt[j] = s->x + (t + j) * s->x_ld;
+    }
+
+    for (int64_t k = 0; k < s->k; k += 8) {
+        LLM_UNROLL
+        for (int i = 0; i < nr; i++) {
+            w[i] = _mm256_loadu_ps(wr[i] + k);
+        }
+
+        LLM_UNROLL
+        for (int j = 0; j < nt; j++) {
+            __m256  a = _mm256_loadu_ps(xt[j] + k);
+
+            LLM_UNROLL
+            for (int i = 0; i < nr; i++) {
+                acc[i][j] = _mm256_fmadd_ps(w[i], a, acc[i][j]);
+            }
+        }
+    }
+
+    LLM_UNROLL
+    for (int j = 0; j < nt; j++) {
+        float  *o = s->out + (t + j) * s->ld + r;
+
+        LLM_UNROLL
+        for (int i = 0; i < nr; i++) {
+            o[i] = s->accumulate ? o[i] + llm_hsum(acc[i][j])
+                                 : llm_hsum(acc[i][j]);
+        }
+    }
+}
+
+
+static void
+llm_avx2_sgemm(const llm_sgemm_t *s)
+{
+    int  nr, nt;
+
+    if (s->k % 8 != 0) {
+        llm_cpu_scalar.sgemm(s);
+        return;
+    }
+
+    for (int64_t t = 0; t < s->n_tok; t += 4) {
+        nt = s->n_tok - t < 4 ? (int) (s->n_tok - t) : 4;
+
+        for (int64_t r = 0; r < s->n_rows; r += 3) {
+            nr = s->n_rows - r < 3 ? (int) (s->n_rows - r) : 3;
+
+            switch (nr * 4 + nt) {
+
+#define LLM_SGEMM_CASE(NR, NT)                                              \
+            case NR * 4 + NT:                                               \
+                llm_sgemm_tile(s, r, t, NR, NT);                            \
+                break;
+
+            LLM_SGEMM_CASE(1, 1) LLM_SGEMM_CASE(1, 2) LLM_SGEMM_CASE(1, 3)
+            LLM_SGEMM_CASE(1, 4) LLM_SGEMM_CASE(2, 1) LLM_SGEMM_CASE(2, 2)
+            LLM_SGEMM_CASE(2, 3) LLM_SGEMM_CASE(2, 4) LLM_SGEMM_CASE(3, 1)
+            LLM_SGEMM_CASE(3, 2) LLM_SGEMM_CASE(3, 3) LLM_SGEMM_CASE(3, 4)
+            }
+        }
+    }
+}
+
+
+/* ---- dequantizing a row for the f32 tiles ---- */
+
+/* y[0..32) = d * q + m for 32 bytes (signed or not) in q; the second
+ * 16 take d2 and m2 (Q6_K's sub-blocks are 16 long) */
+LLM_INLINE void
+llm_widen32_2(const uint8_t *q, int is_signed, __m256 d, __m256 m,
+    __m256 d2, __m256 m2, float *y)
+{
+    __m256i  v;
+
+    LLM_UNROLL
+    for (int i = 0; i < 4; i++) {
+        __m128i  b = _mm_loadl_epi64((const __m128i *) (q + 8 * i));
+
+        v = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+        _mm256_storeu_ps(y + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v),
+                                                    i < 2 ? d : d2,
+                                                    i < 2 ? m : m2));
+    }
+}
+
+
+LLM_INLINE void
+llm_widen32(const uint8_t *q, int is_signed, __m256 d, __m256 m, float *y)
+{
+    llm_widen32_2(q, is_signed, d, m, d, m, y);
+}
+
+
+static int
+llm_avx2_dequant(uint32_t type, const void *row, float *y, int64_t n)
+{
+    uint8_t         tmp[64], s[8], m[8];
+    const uint8_t  *b;
+
+    b = row;
+
+    switch (type) {
+    case LLM_TYPE_F16:
+        if (n % 8 != 0) {
+            break;
+        }
+        for (int64_t i = 0; i < n; i += 8) {
+            _mm256_storeu_ps(y + i, llm_load_f16(b, i));
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_BF16:
+        if (n % 8 != 0) {
+            break;
+        }
+        for (int64_t i = 0; i < n; i += 8) {
+            _mm256_storeu_ps(y + i, llm_load_bf16(b, i));
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q8_0:
+        for (int64_t i = 0; i < n; i += LLM_QK, b += 34) {
+            llm_widen32(b + 2, 1, llm_half8(b), _mm256_setzero_ps(), y + i);
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q4_0:
+        for (int64_t i = 0; i < n; i += LLM_QK, b += 18) {
+            __m256  d = llm_half8(b);
+
+            _mm256_storeu_si256((__m256i *) tmp, llm_nibbles16(b + 2));
+            llm_widen32(tmp, 0, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)),
+                        y + i);
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q4_K:
+    case LLM_TYPE_Q5_K:
+        for (int64_t i = 0; i < n; i += LLM_QK_K) {
+            int             q5 = type == LLM_TYPE_Q5_K;
+            float           d, dmin;
+            const uint8_t  *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+
+            llm_cpu_scales_k4(b + 4, s, m);
+            d = llm_cpu_half(b);
+            dmin = llm_cpu_half(b + 2);
+
+            for (int k = 0; k < 4; k++) {
+                __m256i  q, lo, hi;
+
+                q = _mm256_loadu_si256((const __m256i *) (qs + 32 * k));
+                lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
+                hi = _mm256_and_si256(_mm256_srli_epi16(q, 4),
+                                      _mm256_set1_epi8(0x0f));
+
+                if (q5) {
+                    __m256i  h, bl, bh;
+
+                    h = _mm256_loadu_si256((const __m256i *) qh);
+                    bl = _mm256_set1_epi8((char) (1 << (2 * k)));
+                    bh = _mm256_set1_epi8((char) (2 << (2 * k)));
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(
+                             _mm256_cmpeq_epi8(_mm256_and_si256(h, bl), bl),
+                             _mm256_set1_epi8(16)));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(
+                             _mm256_cmpeq_epi8(_mm256_and_si256(h, bh), bh),
+                             _mm256_set1_epi8(16)));
+                }
+
+                _mm256_storeu_si256((__m256i *) tmp, lo);
+                _mm256_storeu_si256((__m256i *) (tmp + 32), hi);
+                llm_widen32(tmp, 0, _mm256_set1_ps(d * s[2 * k]),
+                            _mm256_set1_ps(-dmin * m[2 * k]),
+                            y + i + 64 * k);
+                llm_widen32(tmp + 32, 0, _mm256_set1_ps(d * s[2 * k + 1]),
+                            _mm256_set1_ps(-dmin * m[2 * k + 1]),
+                            y + i + 64 * k + 32);
+            }
+
+            b += q5 ? 176 : 144;
+        }
+        return LLM_OK;
+
+    case LLM_TYPE_Q6_K:
+        for (int64_t i = 0; i < n; i += LLM_QK_K, b += 210) {
+            float          d = llm_cpu_half(b + 208);
+            const int8_t  *sc = (const int8_t *) (b + 192);
+            __m256i        m4 = _mm256_set1_epi8(0x0f);
+            __m256i        m2 = _mm256_set1_epi8(0x03);
+
+            for (int half = 0; half < 2; half++) {
+                const uint8_t  *ql = b + 64 * half;
+                __m256i         l0, l1, h, q[4];
+
+                l0 = _mm256_loadu_si256((const __m256i *) ql);
+                l1 = _mm256_loadu_si256((const __m256i *) (ql + 32));
+                h = _mm256_loadu_si256((const __m256i *) (b + 128
+                                                          + 32 * half));
+
+                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                           _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                           _mm256_slli_epi16(_mm256_and_si256(
+                               _mm256_srli_epi16(h, 2), m2), 4));
+                q[2] = _mm256_or_si256(
+                           _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(
+                               _mm256_srli_epi16(h, 4), m2), 4));
+                q[3] = _mm256_or_si256(
+                           _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(
+                               _mm256_srli_epi16(h, 6), m2), 4));
+
+                for (int k = 0; k < 4; k++) {
+                    float  *yk = y + i + 128 * half + 32 * k;
+                    int     g = 8 * half + 2 * k;
+                    float   d0 = d * sc[g], d1 = d * sc[g + 1];
+
+                    _mm256_storeu_si256((__m256i *) tmp, q[k]);
+                    llm_widen32_2(tmp, 0, _mm256_set1_ps(d0),
+                                  _mm256_set1_ps(-32.0f * d0),
+                                  _mm256_set1_ps(d1),
+                                  _mm256_set1_ps(-32.0f * d1), yk);
+                }
+            }
+        }
+        return LLM_OK;
+
+    default:
+        break;
+    }
+
+    return llm_dequant_row(type, row, y, n);
 }
 
 

@@ -24,6 +24,7 @@ static void llm_gemm_q5_k(const llm_gemm_t *g);
 static void llm_gemm_q6_k(const llm_gemm_t *g);
 static void llm_quant_q8(const float *x, llm_q8_block_t *y, int64_t n);
 static void llm_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n);
+static void llm_sgemm(const llm_sgemm_t *s);
 
 
 const llm_cpu_kernels_t  llm_cpu_scalar = {
@@ -37,7 +38,9 @@ const llm_cpu_kernels_t  llm_cpu_scalar = {
     llm_gemm_q5_k,
     llm_gemm_q6_k,
     llm_quant_q8,
-    llm_quant_q8k
+    llm_quant_q8k,
+    llm_sgemm,
+    llm_dequant_row
 };
 
 
@@ -416,5 +419,33 @@ llm_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n)
         }
 
         y[b].d = d;
+    }
+}
+
+
+static void
+llm_sgemm(const llm_sgemm_t *s)
+{
+    float         sum;
+    const float  *w, *x;
+
+    for (int64_t t = 0; t < s->n_tok; t++) {
+        x = s->x + t * s->x_ld;
+
+        for (int64_t r = 0; r < s->n_rows; r++) {
+            w = s->w + r * s->w_ld;
+            sum = 0.0f;
+
+            for (int64_t i = 0; i < s->k; i++) {
+                sum += w[i] * x[i];
+            }
+
+            if (s->accumulate) {
+                s->out[t * s->ld + r] += sum;
+
+            } else {
+                s->out[t * s->ld + r] = sum;
+            }
+        }
     }
 }
