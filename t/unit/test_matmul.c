@@ -7,7 +7,8 @@
  * each output is what rounding the input to the type's activation
  * format can cost (sum over i of |w_i| times the largest error of x_i),
  * plus a little float summation error; the thread pool is checked on
- * its own first.
+ * its own first.  Two shapes: 37 rows of 512, and 5 rows of 2304, whose
+ * columns the many-token path takes in blocks of 1024, 1024 and 256.
  */
 
 #include <math.h>
@@ -22,9 +23,9 @@
 #include "llm_threads.h"
 
 
-#define N_ROWS   37
-#define N_COLS   512
-#define MAX_TOK  64
+#define MAX_ROWS  37
+#define MAX_COLS  2304
+#define MAX_TOK   64
 
 
 typedef struct {
@@ -236,12 +237,13 @@ main(void)
         LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
     };
     static const int       toks[] = { 1, 2, 3, 7, 64 };
-    static float           x[MAX_TOK * N_COLS], out[MAX_TOK * N_ROWS];
-    static float           deq[N_ROWS * N_COLS];
-    static double          ref[MAX_TOK * N_ROWS], tol[MAX_TOK * N_ROWS];
-    static double          err[N_COLS];
-    static uint8_t         w[N_ROWS * N_COLS * 4];
-    int                    best, bad;
+    static const int       shapes[][2] = { { 37, 512 }, { 5, 2304 } };
+    static float           x[MAX_TOK * MAX_COLS], out[MAX_TOK * MAX_ROWS];
+    static float           deq[MAX_ROWS * MAX_COLS];
+    static double          ref[MAX_TOK * MAX_ROWS], tol[MAX_TOK * MAX_ROWS];
+    static double          err[MAX_COLS];
+    static uint8_t         w[MAX_ROWS * MAX_COLS * 4];
+    int                    best, bad, n_rows, n_cols;
     double                 worst, sa, se;
     size_t                 row_bytes;
 
@@ -249,7 +251,7 @@ main(void)
     test_pool();
 
     /* activations of llama's typical spread, with a few outliers */
-    for (int i = 0; i < MAX_TOK * N_COLS; i++) {
+    for (int i = 0; i < MAX_TOK * MAX_COLS; i++) {
         x[i] = (uniform() * 2.0f - 1.0f) * (next() % 97 == 0 ? 20.0f : 1.0f);
     }
 
@@ -259,39 +261,43 @@ main(void)
     ok(llm_quant_force(LLM_CPU_NLEVELS) == LLM_ERR
        && llm_quant_force(-1) == LLM_ERR, "unknown levels are refused");
 
-    ok(llm_matmul_reserve(MAX_TOK, N_COLS, NULL) == LLM_OK,
+    ok(llm_matmul_reserve(MAX_TOK, MAX_COLS, NULL) == LLM_OK,
        "the scratch is reserved");
 
+    for (size_t si = 0; si < 2; si++)
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         uint32_t  type = types[ti];
 
-        row_bytes = llm_ggml_row_size(type, N_COLS);
-        fill_weights(type, w, row_bytes, N_ROWS);
+        n_rows = shapes[si][0];
+        n_cols = shapes[si][1];
 
-        for (int r = 0; r < N_ROWS; r++) {
+        row_bytes = llm_ggml_row_size(type, n_cols);
+        fill_weights(type, w, row_bytes, n_rows);
+
+        for (int r = 0; r < n_rows; r++) {
             (void) llm_dequant_row(type, w + r * row_bytes,
-                                   deq + r * N_COLS, N_COLS);
+                                   deq + r * n_cols, n_cols);
         }
 
         for (int t = 0; t < MAX_TOK; t++) {
-            input_error(type, x + t * N_COLS, err, N_COLS);
+            input_error(type, x + t * n_cols, err, n_cols);
 
-            for (int r = 0; r < N_ROWS; r++) {
+            for (int r = 0; r < n_rows; r++) {
                 double  s = 0.0;
 
                 sa = 0.0;
                 se = 0.0;
 
-                for (int i = 0; i < N_COLS; i++) {
-                    double  wi = deq[r * N_COLS + i];
+                for (int i = 0; i < n_cols; i++) {
+                    double  wi = deq[r * n_cols + i];
 
-                    s += wi * x[t * N_COLS + i];
-                    sa += fabs(wi * x[t * N_COLS + i]);
+                    s += wi * x[t * n_cols + i];
+                    sa += fabs(wi * x[t * n_cols + i]);
                     se += fabs(wi) * err[i];
                 }
 
-                ref[t * N_ROWS + r] = s;
-                tol[t * N_ROWS + r] = se * 1.001 + 2e-6 * sa + 1e-6;
+                ref[t * n_rows + r] = s;
+                tol[t * n_rows + r] = se * 1.001 + 2e-6 * sa + 1e-6;
             }
         }
 
@@ -302,22 +308,22 @@ main(void)
             for (size_t k = 0; k < sizeof(toks) / sizeof(toks[0]); k++) {
                 int  n_tok = toks[k];
 
-                for (int i = 0; i < n_tok * N_ROWS; i++) {
+                for (int i = 0; i < n_tok * n_rows; i++) {
                     out[i] = NAN;
                 }
 
-                llm_matmul(out, x, n_tok, w, type, N_ROWS, N_COLS);
+                llm_matmul(out, x, n_tok, w, type, n_rows, n_cols);
 
                 bad = 0;
                 worst = 0.0;
 
-                for (int i = 0; i < n_tok * N_ROWS; i++) {
+                for (int i = 0; i < n_tok * n_rows; i++) {
                     double  d = fabs(out[i] - ref[i]);
 
                     if (!(d <= tol[i])) {
                         if (bad++ < 3) {
                             diag("token %d row %d: %g, want %g +- %g",
-                                 i / N_ROWS, i % N_ROWS, out[i], ref[i],
+                                 i / n_rows, i % n_rows, out[i], ref[i],
                                  tol[i]);
                         }
                     }
@@ -327,16 +333,16 @@ main(void)
                     }
                 }
 
-                ok(bad == 0, "%s %s, %d token%s: %d rows within the "
+                ok(bad == 0, "%s %s, %d token%s: %d rows of %d within the "
                    "tolerance (worst at %.2f of it)",
                    llm_quant_level_name(level), llm_ggml_type_name(type),
-                   n_tok, n_tok == 1 ? "" : "s", N_ROWS, worst);
+                   n_tok, n_tok == 1 ? "" : "s", n_rows, n_cols, worst);
             }
         }
     }
 
     memset(out, 0x7f, sizeof(out));
-    llm_matmul(out, x, 2, w, LLM_TYPE_Q4_1, 3, N_COLS);
+    llm_matmul(out, x, 2, w, LLM_TYPE_Q4_1, 3, 512);
     ok(out[0] == 0.0f && out[5] == 0.0f && out[6] != 0.0f,
        "an unsupported type gives zeros");
 
