@@ -98,6 +98,14 @@ typedef struct {
 } ngx_http_llm_stat_def_t;
 
 
+typedef struct {
+    const char                *name;
+    const char                *help;
+    ngx_uint_t                 num;
+    ngx_uint_t                 den;
+} ngx_http_llm_ratio_def_t;
+
+
 /* the text being built: a chain of buffers */
 typedef struct {
     ngx_http_request_t        *request;
@@ -123,6 +131,8 @@ static ngx_int_t ngx_http_llm_print_histograms(ngx_http_llm_out_t *out,
 static ngx_int_t ngx_http_llm_print_engines(ngx_http_llm_out_t *out,
     ngx_http_llm_metrics_sh_t *sh);
 static ngx_int_t ngx_http_llm_print_stats(ngx_http_llm_out_t *out);
+static uint64_t ngx_http_llm_stat(ngx_http_llm_engine_t *e,
+    ngx_uint_t index);
 static ngx_int_t ngx_http_llm_print(ngx_http_llm_out_t *out,
     const char *fmt, ...);
 
@@ -210,7 +220,54 @@ static ngx_http_llm_stat_def_t  ngx_http_llm_stats[] = {
     { LLM_STAT_STEPS, "llm_engine_steps_total", "counter",
       "Forward steps run." },
 
+    { LLM_STAT_WAITING, "llm_engine_waiting", "gauge",
+      "Requests submitted to the engine and not admitted yet." },
+
+    { LLM_STAT_KV_BLOCKS, "llm_engine_kv_blocks", "gauge",
+      "KV cache blocks, all models." },
+
+    { LLM_STAT_KV_USED, "llm_engine_kv_blocks_used", "gauge",
+      "KV cache blocks in use by sequences." },
+
+    { LLM_STAT_KV_CACHED, "llm_engine_kv_blocks_cached", "gauge",
+      "Unused KV cache blocks kept for the prefix cache." },
+
+    { LLM_STAT_PREFIX_LOOKUPS, "llm_engine_prefix_lookups_total", "counter",
+      "KV blocks looked up in the prefix cache." },
+
+    { LLM_STAT_PREFIX_HITS, "llm_engine_prefix_hits_total", "counter",
+      "KV blocks found in the prefix cache." },
+
+    { LLM_STAT_PREEMPTIONS, "llm_engine_preemptions_total", "counter",
+      "Sequences preempted for KV room." },
+
+    { LLM_STAT_STEP_TOKENS, "llm_engine_step_tokens_total", "counter",
+      "Tokens run through forward passes." },
+
+    { LLM_STAT_STEP_US, "llm_engine_step_microseconds_total", "counter",
+      "Time spent in forward passes." },
+
     { 0, NULL, NULL, NULL }
+};
+
+
+/* gauges the engine's counters make: numerator over denominator */
+
+static ngx_http_llm_ratio_def_t  ngx_http_llm_ratios[] = {
+
+    { "llm_engine_kv_usage_ratio",
+      "KV cache blocks in use over all blocks.",
+      LLM_STAT_KV_USED, LLM_STAT_KV_BLOCKS },
+
+    { "llm_engine_prefix_cache_hit_ratio",
+      "KV blocks found in the prefix cache over blocks looked up.",
+      LLM_STAT_PREFIX_HITS, LLM_STAT_PREFIX_LOOKUPS },
+
+    { "llm_engine_cached_tokens_ratio",
+      "Prompt tokens found in the prefix cache over all prompt tokens.",
+      LLM_STAT_CACHED_TOKENS, LLM_STAT_PROMPT_TOKENS },
+
+    { NULL, NULL, 0, 0 }
 };
 
 
@@ -778,8 +835,8 @@ ngx_http_llm_print_engines(ngx_http_llm_out_t *out,
         "llm_queue_waiting", "gauge",
             "Requests waiting in nginx for a free slot.",
         "llm_queue_depth", "gauge",
-            "Requests waiting in nginx for a slot, and submitted to the "
-            "engine but not running yet."
+            "Requests waiting in nginx for a slot, and in the engine for "
+            "admission."
     };
 
     lmcf = ngx_http_get_module_main_conf(out->request, ngx_http_llm_module);
@@ -830,7 +887,9 @@ ngx_http_llm_print_engines(ngx_http_llm_out_t *out,
                                    families[3 * f], &engines[i]->name,
                                    (f < 2) ? st[v + f]
                                    : st[v + 1]
-                                     + st[v + 2 + LLM_SLOT_SUBMITTED])
+                                     + ngx_max(st[v + 2 + LLM_SLOT_SUBMITTED],
+                                         (ngx_uint_t) ngx_http_llm_stat(
+                                             engines[i], LLM_STAT_WAITING)))
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -867,18 +926,18 @@ ngx_http_llm_print_engines(ngx_http_llm_out_t *out,
 
 /*
  * The engine's header counters, read from this worker's mapping, then
- * the prefix cache hit ratio (cached over prompt tokens), then any index
+ * the ratios they make (KV usage, prefix cache hits), then any index
  * without a name here that is not zero, as llm_engine_stat{index}.
  */
 
 static ngx_int_t
 ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
 {
-    uint64_t                   v, prompt, cached;
+    uint64_t                   v, num, den;
     ngx_uint_t                 i, k, named;
-    llm_shm_header_t          *h;
     ngx_http_llm_engine_t     *e, **engines;
     ngx_http_llm_stat_def_t   *def;
+    ngx_http_llm_ratio_def_t  *ratio;
     ngx_http_llm_main_conf_t  *lmcf;
 
     lmcf = ngx_http_get_module_main_conf(out->request, ngx_http_llm_module);
@@ -900,9 +959,7 @@ ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
                 continue;
             }
 
-            h = (llm_shm_header_t *) e->base;
-            v = atomic_load_explicit(&h->stats[def->index],
-                                     memory_order_relaxed);
+            v = ngx_http_llm_stat(e, def->index);
 
             if (ngx_http_llm_print(out, "%s{engine=\"%V\"} %uL\n",
                                    def->name, &e->name, v)
@@ -913,35 +970,32 @@ ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
         }
     }
 
-    if (ngx_http_llm_print(out,
-            "# HELP llm_engine_prefix_cache_hit_ratio Prompt tokens found "
-            "in the prefix cache over all prompt tokens.\n"
-            "# TYPE llm_engine_prefix_cache_hit_ratio gauge\n")
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    for (ratio = ngx_http_llm_ratios; ratio->name; ratio++) {
 
-    for (i = 0; i < lmcf->engines.nelts; i++) {
-        e = engines[i];
-
-        if (e->state != NGX_HTTP_LLM_READY) {
-            continue;
-        }
-
-        h = (llm_shm_header_t *) e->base;
-
-        prompt = atomic_load_explicit(&h->stats[LLM_STAT_PROMPT_TOKENS],
-                                      memory_order_relaxed);
-        cached = atomic_load_explicit(&h->stats[LLM_STAT_CACHED_TOKENS],
-                                      memory_order_relaxed);
-
-        if (ngx_http_llm_print(out,
-                "llm_engine_prefix_cache_hit_ratio{engine=\"%V\"} %.6f\n",
-                &e->name, prompt ? (double) cached / prompt : 0.0)
+        if (ngx_http_llm_print(out, "# HELP %s %s\n# TYPE %s gauge\n",
+                               ratio->name, ratio->help, ratio->name)
             != NGX_OK)
         {
             return NGX_ERROR;
+        }
+
+        for (i = 0; i < lmcf->engines.nelts; i++) {
+            e = engines[i];
+
+            if (e->state != NGX_HTTP_LLM_READY) {
+                continue;
+            }
+
+            num = ngx_http_llm_stat(e, ratio->num);
+            den = ngx_http_llm_stat(e, ratio->den);
+
+            if (ngx_http_llm_print(out, "%s{engine=\"%V\"} %.6f\n",
+                                   ratio->name, &e->name,
+                                   den ? (double) num / den : 0.0)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
     }
 
@@ -961,8 +1015,6 @@ ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
             continue;
         }
 
-        h = (llm_shm_header_t *) e->base;
-
         for (k = 0; k < LLM_STAT_MAX; k++) {
             named = 0;
 
@@ -973,7 +1025,7 @@ ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
                 }
             }
 
-            v = atomic_load_explicit(&h->stats[k], memory_order_relaxed);
+            v = ngx_http_llm_stat(e, k);
 
             if (named || v == 0) {
                 continue;
@@ -990,6 +1042,23 @@ ngx_http_llm_print_stats(ngx_http_llm_out_t *out)
     }
 
     return NGX_OK;
+}
+
+
+/* a counter from the engine's header, as this worker maps it */
+
+static uint64_t
+ngx_http_llm_stat(ngx_http_llm_engine_t *e, ngx_uint_t index)
+{
+    llm_shm_header_t  *h;
+
+    if (e->state != NGX_HTTP_LLM_READY || index >= LLM_STAT_MAX) {
+        return 0;
+    }
+
+    h = (llm_shm_header_t *) e->base;
+
+    return atomic_load_explicit(&h->stats[index], memory_order_relaxed);
 }
 
 

@@ -34,7 +34,9 @@ my %ok = (model => 'stories', prompt => 'Once upon a time', max_tokens => 24,
           temperature => 0);
 
 # the fields of the log line a request leaves; nginx writes it after
-# the response, so it is waited for
+# the response, so it is waited for.  %total sums the usage logged.
+my %total;
+
 sub logged {
     my ($request) = @_;
     my $lines = sub { grep { length } split /\n/, LLMTest::slurp($log) };
@@ -42,13 +44,20 @@ sub logged {
     $request->();
     LLMTest::wait_for(sub { () = $lines->(); $lines->() > $before }, 5);
     my @l = $lines->();
-    return [ split /\|/, $l[-1] // '', -1 ];
+    my @f = split /\|/, $l[-1] // '', -1;
+    if (($f[7] // '') eq '200') {
+        $total{prompt} += $f[2];
+        $total{completion} += $f[3];
+        $total{cached} += $f[4];
+    }
+    return \@f;
 }
 
 # --- variables ------------------------------------------------------------
 my $l = logged(sub { $t->post('/v1/completions', \%ok) });
-is_deeply([ @$l[0 .. 4] ], [ 'stories', 'stories', 5, 24, 0 ],
+is_deeply([ @$l[0 .. 3] ], [ 'stories', 'stories', 5, 24 ],
           'models and usage in the log');
+ok($l->[4] =~ /^\d+$/ && $l->[4] <= 5, '$llm_cached_tokens');
 like($l->[5], qr/^\d+$/, '$llm_ttft_ms is a number of ms');
 is($l->[6], 'length', '$llm_finish_reason');
 is($l->[7], 200, 'status');
@@ -100,11 +109,13 @@ is($m->{qq(llm_requests_total{engine="default",model="",status="400"})}, 1,
    'a 400 counts without a model');
 is($m->{qq(llm_requests_total{engine="default",model="",status="404"})}, 1,
    'so does a 404 for an unknown model');
-is($m->{"llm_prompt_tokens_total{$s}"}, 5 + 4 + $stop->[2] + $l->[2],
-   'prompt tokens');
-is($m->{"llm_completion_tokens_total{$s}"}, 24 + 12 + $stop->[3] + 5,
-   'completion tokens');
-is($m->{"llm_cached_tokens_total{$s}"}, 0, 'cached tokens');
+is($m->{"llm_prompt_tokens_total{$s}"}, $total{prompt},
+   'prompt tokens, as logged');
+is($m->{"llm_completion_tokens_total{$s}"}, $total{completion},
+   'completion tokens, as logged');
+is($total{completion}, 24 + 12 + $stop->[3] + 5, 'which the requests asked');
+is($m->{"llm_cached_tokens_total{$s}"}, $total{cached},
+   'cached tokens, as logged');
 
 for my $h (qw(llm_time_to_first_token_seconds llm_request_duration_seconds
               llm_time_per_output_token_seconds)) {
@@ -131,8 +142,13 @@ is($m->{'llm_engine_requests_total{engine="default"}'}, 7,
    'the engine\'s own counter of requests (one per choice)');
 ok(defined $m->{'llm_engine_steps_total{engine="default"}'},
    'the engine\'s steps');
-ok(defined $m->{'llm_engine_prefix_cache_hit_ratio{engine="default"}'},
-   'the prefix cache hit ratio');
+for my $g (qw(llm_engine_prefix_cache_hit_ratio llm_engine_kv_usage_ratio
+              llm_engine_cached_tokens_ratio)) {
+    my $v = $m->{qq($g\{engine="default"\})};
+    ok(defined $v && $v >= 0 && $v <= 1, "$g is a ratio");
+}
+ok(defined $m->{'llm_engine_kv_blocks{engine="default"}'},
+   'the engine\'s KV blocks');
 
 my %types = $r->{content} =~ /^# TYPE (\S+) (\S+)$/mg;
 my @families = $r->{content} =~ /^([a-z_]+?)(?:_bucket|_sum|_count)?[{ ]/mg;
