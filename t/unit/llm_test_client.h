@@ -4,13 +4,12 @@
  * A worker's side of the engine protocol, written from llm_proto.h for the
  * tests that drive a real `llm-engine serve`: start an engine, handshake
  * (descriptors over SCM_RIGHTS), claim and submit slots, drain rings,
- * ring doorbells.  Header-only; include it once per test program.
+ * ring doorbells.  Header-only; include it once per test program, after
+ * defining _GNU_SOURCE.
  */
 
 #ifndef LLM_TEST_CLIENT_H
 #define LLM_TEST_CLIENT_H
-
-#define _GNU_SOURCE
 
 #include <errno.h>
 #include <poll.h>
@@ -107,7 +106,7 @@ start_engine_argv(const char *path, unsigned uid, const char **extra)
 }
 
 
-static pid_t
+static pid_t __attribute__((unused))
 start_engine_as(const char *path, unsigned uid)
 {
     const char  *extra[] = { "--model", "stories=models/stories260K.gguf",

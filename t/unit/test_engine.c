@@ -9,6 +9,8 @@
  * ring, cancellation and a worker that dies holding a slot.
  */
 
+#define _GNU_SOURCE
+
 #include "tap.h"
 #include "llm_test_client.h"
 
