@@ -569,7 +569,8 @@ ngx_http_llm_metrics_waiting(ngx_http_llm_engine_t *e, ngx_int_t delta)
             }
         }
 
-        if (e->waiting_gauge == NULL && sh->n_engines < NGX_HTTP_LLM_ENGINES_MAX)
+        if (e->waiting_gauge == NULL
+            && sh->n_engines < NGX_HTTP_LLM_ENGINES_MAX)
         {
             g = &sh->engines[sh->n_engines++];
             ngx_memcpy(g->name, e->name.data, len);

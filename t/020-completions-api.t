@@ -147,7 +147,8 @@ $r = complete(max_tokens => 6, logprobs => 3);
 my $lp = $r->{json}{choices}[0]{logprobs};
 is(ref $lp, 'HASH', 'logprobs: an object');
 is(scalar @{ $lp->{tokens} }, 6, 'logprobs: one entry per token');
-is(join('', @{ $lp->{tokens} }), text($r), 'logprobs: the tokens spell the text');
+is(join('', @{ $lp->{tokens} }), text($r),
+   'logprobs: the tokens spell the text');
 ok(!grep({ $_ > 0 } @{ $lp->{token_logprobs} }), 'logprobs are <= 0');
 ok(!grep({ keys %$_ < 1 || keys %$_ > 3 } @{ $lp->{top_logprobs} }),
    'top_logprobs: 1 to 3 alternatives each');
@@ -156,8 +157,8 @@ my @want = map { my $o = $off; $off += length $_; $o } @{ $lp->{tokens} };
 is_deeply($lp->{text_offset}, \@want, 'text_offset');
 my $greedy_top = 1;
 for my $i (0 .. $#{ $lp->{tokens} }) {
-    my ($best) = sort { $lp->{top_logprobs}[$i]{$b} <=> $lp->{top_logprobs}[$i]{$a} }
-                 keys %{ $lp->{top_logprobs}[$i] };
+    my $top = $lp->{top_logprobs}[$i];
+    my ($best) = sort { $top->{$b} <=> $top->{$a} } keys %$top;
     $greedy_top = 0 unless $best eq $lp->{tokens}[$i];
 }
 ok($greedy_top, 'greedy: each token is its most likely alternative');
@@ -173,14 +174,16 @@ my @ev = @{ $r->{events} };
 is($ev[-1], '[DONE]', 'stream ends with [DONE]');
 my @data = grep { ref } @ev;
 my $usage = $data[-1];
-is_deeply($usage->{choices}, [], 'include_usage: the last chunk has no choices');
+is_deeply($usage->{choices}, [],
+          'include_usage: the last chunk has no choices');
 is($usage->{usage}{completion_tokens}, 24, 'include_usage: usage');
 is($usage->{usage}{prompt_tokens}, 5, 'include_usage: prompt tokens');
 is((grep { exists $_->{usage} && !defined $_->{usage} } @data[0 .. $#data - 1]),
    $#data, 'include_usage: usage null in the other chunks');
 is(join('', map { $_->{choices}[0]{text} // '' } @data[0 .. $#data - 1]),
    $ref, 'streamed text');
-is($data[-2]{choices}[0]{finish_reason}, 'length', 'finish_reason in the stream');
+is($data[-2]{choices}[0]{finish_reason}, 'length',
+   'finish_reason in the stream');
 
 $r = $t->post_stream('/v1/completions', {
     model => 'stories', prompt => 'Once upon a time', max_tokens => 24,

@@ -63,7 +63,8 @@ ok($r->{json}{usage}{prompt_tokens} > $j->{usage}{prompt_tokens},
    'a longer conversation is a longer prompt');
 
 my $parts = chat(messages => [{ role => 'user', content => [
-    { type => 'text', text => 'Tell me' }, { type => 'text', text => 'a story.' } ] }]);
+    { type => 'text', text => 'Tell me' },
+    { type => 'text', text => 'a story.' } ] }]);
 my $joined = chat(messages => [{ role => 'user',
                                  content => "Tell me\na story." }]);
 is($parts->{status}, 200, 'content as a list of text parts');
@@ -140,7 +141,8 @@ is($ev[-1], '[DONE]', '[DONE]');
 my @data = grep { ref } @ev;
 is((grep { $_->{object} ne 'chat.completion.chunk' } @data), 0,
    'every chunk is a chat.completion.chunk');
-is($data[0]{choices}[0]{delta}{role}, 'assistant', 'the first delta has the role');
+is($data[0]{choices}[0]{delta}{role}, 'assistant',
+   'the first delta has the role');
 is((grep { exists $_->{choices}[0] && exists $_->{choices}[0]{delta}{role} }
         @data[1 .. $#data]), 0, 'later deltas do not');
 my @content = grep { exists $_->{choices}[0] } @data;

@@ -35,7 +35,7 @@ $t->start_nginx(server => <<'CONF');
         location /deadline/v1/ {
             llm_pass default;
             llm_max_tokens 400;
-            llm_timeout 300ms;
+            llm_timeout 1s;
         }
         location = /metrics {
             llm_metrics;
@@ -78,7 +78,7 @@ sub gauge {
 }
 
 # --- waiting for the slot --------------------------------------------------
-my ($s, $got) = hold(60);
+my ($s, $got) = hold(150);
 like($got, qr/data: \{/, 'a stream holds the only slot');
 
 my $pid = fork // die;
@@ -92,7 +92,8 @@ ok(LLMTest::wait_for(sub { gauge('llm_queue_waiting') == 1 }, 10),
 is(gauge('llm_queue_depth'), 1, 'llm_queue_depth counts it');
 
 my $all = rest($s, $got);
-like($all, qr/data: \[DONE\]\n\n\r\n0\r\n\r\n\z/, 'the first request ends normally');
+like($all, qr/data: \[DONE\]\n\n\r\n0\r\n\r\n\z/,
+     'the first request ends normally');
 waitpid($pid, 0);
 is($?, 0, 'the waiting request got the slot and the reference text');
 is(gauge('llm_queue_waiting'), 0, 'nothing waits any more');
@@ -114,7 +115,7 @@ is((grep { ref && $_->{choices}[0] && $_->{choices}[0]{finish_reason} }
         @{ $r->{events} }), 2, 'a stream of n 2 on one slot ends both');
 
 # --- the wait runs out -------------------------------------------------------
-($s, $got) = hold(300);
+($s, $got) = hold(400);
 
 $r = $t->post('/short/v1/completions', \%ref);
 LLMTest::is_error($r, 503, 'no slot within llm_queue_timeout',
@@ -145,11 +146,12 @@ is($r->{json}{choices}[0]{text}, $ref, 'the freed slot serves again');
 is_deeply([ $t->bad_log_lines ], [], 'no errors in the nginx log so far');
 
 # --- the deadline ------------------------------------------------------------
-$r = $t->post('/deadline/v1/completions', { %ref, max_tokens => 300 });
+$r = $t->post('/deadline/v1/completions', { %ref, max_tokens => 400 });
 LLMTest::is_error($r, 504, 'llm_timeout passed', type => 'server_error',
                   code => 'timeout');
 
-$r = $t->post_stream('/deadline/v1/completions', { %ref, max_tokens => 300 });
+$r = $t->post_stream('/deadline/v1/completions',
+                     { %ref, max_tokens => 400 });
 is($r->{status}, 200, 'a stream past its deadline started as 200');
 my @ev = @{ $r->{events} };
 my $last = $ev[-1];
@@ -158,7 +160,7 @@ is(ref $last && ref $last->{error} && $last->{error}{code}, 'timeout',
 ok(!grep({ !ref } @ev), 'no [DONE] after the error');
 ok((grep { ref && $_->{choices} } @ev) >= 1, 'tokens came before it');
 
-$r = $t->post_stream('/deadline/v1/completions', { %ref, max_tokens => 4 });
+$r = $t->post_stream('/deadline/v1/completions', { %ref, max_tokens => 2 });
 is($r->{events}[-1], '[DONE]', 'a request within the deadline is served');
 
 is_deeply([ grep { !/passed its deadline/ } $t->bad_log_lines ], [],
