@@ -3,7 +3,8 @@
 # Over 2000 keys the split matches the configured 10%, each key always
 # lands on the same version, the response's model and X-LLM-Model name
 # it, and the access log and metrics tell the versions apart.  A canary
-# chosen by a header (map) works the same way.
+# chosen by a header (map) and aliases of $llm_request_model work the
+# same way.
 
 use strict;
 use warnings;
@@ -28,6 +29,10 @@ $t->start_nginx(http => <<'HTTP', server => <<"SERVER");
         default "";
         "1"     stories-v2;
     }
+    map $llm_request_model $alias {
+        gpt-4o-mini     stories-v2;
+        default         "";
+    }
     log_format ab '$http_authorization|$llm_request_model|$llm_model|'
                   '$llm_completion_tokens|$llm_finish_reason';
 HTTP
@@ -39,6 +44,10 @@ HTTP
     location /canary/v1/ {
         llm_pass default;
         llm_model \$canary;
+    }
+    location /alias/v1/ {
+        llm_pass default;
+        llm_model \$alias;
     }
     location /typo/v1/ {
         llm_pass default;
@@ -132,6 +141,12 @@ $r = $t->post('/canary/v1/chat/completions', {
     messages => [{ role => 'user', content => 'Hi' }] },
     headers => { 'X-Canary' => '1' });
 is($r->{json}{model}, 'stories-v2', 'canary: chat too');
+
+# $llm_request_model in a map: aliases for the names clients know
+$r = $t->post('/alias/v1/completions', { %req, model => 'gpt-4o-mini' });
+is($r->{json}{model}, 'stories-v2', 'an alias from $llm_request_model');
+$r = $t->post('/alias/v1/completions', { %req, model => 'stories-v1' });
+is($r->{json}{model}, 'stories-v1', 'no alias: the client\'s model');
 
 LLMTest::is_error($t->post('/typo/v1/completions', \%req), 404,
                   'llm_model naming no served version',
