@@ -94,16 +94,16 @@ clean:
 
 # make fuzz: the template interpreter under libFuzzer, ASan and UBSan for
 # FUZZ_SECONDS, from a corpus seeded with the chat fixtures
-FUZZ_CC      ?= clang
-FUZZ_SECONDS ?= 60
-FIXTURES     ?= ../shared/fixtures
-FUZZ_SRCS    := $(wildcard engine/llm_template*.c) engine/llm_common.c
+FUZZ_CC       ?= clang
+FUZZ_SECONDS  ?= 60
+FUZZ_FIXTURES ?= ../shared/fixtures
+FUZZ_SRCS     := $(wildcard engine/llm_template*.c) engine/llm_common.c
 
 .PHONY: fuzz
 
 fuzz: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
 	@mkdir -p $(BUILD)/fuzz/corpus
-	$(BUILD)/fuzz/seed_template $(FIXTURES)/chat $(BUILD)/fuzz/corpus \
+	$(BUILD)/fuzz/seed_template $(FUZZ_FIXTURES)/chat $(BUILD)/fuzz/corpus \
 	    $(BUILD)/fuzz/template.dict
 	$(BUILD)/fuzz/fuzz_template -max_total_time=$(FUZZ_SECONDS) \
 	    -timeout=10 -dict=$(BUILD)/fuzz/template.dict \
