@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "llm_common.h"
@@ -24,6 +25,29 @@ llm_err_set(llm_err_t *e, int code, const char *fmt, ...)
     va_end(ap);
 
     return LLM_ERR;
+}
+
+
+uint64_t
+llm_hash_data(uint64_t seed, const void *p, size_t n)
+{
+    uint64_t              h, w;
+    const unsigned char  *b = p;
+
+    h = seed ^ 0x243f6a8885a308d3ULL ^ ((uint64_t) n * 0x9e3779b97f4a7c15ULL);
+
+    for ( /* void */ ; n >= 8; b += 8, n -= 8) {
+        memcpy(&w, b, 8);
+        h = (h ^ w) * 0x9fb21c651e98df25ULL;
+        h ^= h >> 29;
+    }
+
+    w = 0;
+    memcpy(&w, b, n);
+    h = (h ^ w ^ ((uint64_t) n << 56)) * 0x9fb21c651e98df25ULL;
+    h ^= h >> 32;
+
+    return h;
 }
 
 

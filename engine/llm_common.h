@@ -61,6 +61,10 @@ llm_add_size(size_t a, size_t b, size_t *out)
 }
 
 
+/* a 64-bit hash of n bytes, chained through seed; not cryptographic */
+uint64_t llm_hash_data(uint64_t seed, const void *p, size_t n);
+
+
 /* monotonic clock in microseconds */
 uint64_t llm_now_us(void);
 

@@ -643,32 +643,11 @@ llm_rkv_key(char *key, uint64_t fp, uint64_t hash)
 }
 
 
-/* a 64-bit checksum over two byte ranges, 8 bytes a step */
+/* a 64-bit checksum over two byte ranges */
 static uint64_t
 llm_rkv_checksum(const void *a, size_t alen, const void *b, size_t blen)
 {
-    uint64_t              h, w;
-    const unsigned char  *p;
-    size_t                n;
-
-    h = 0x243f6a8885a308d3ULL ^ (alen * 31 + blen);
-
-    for (int part = 0; part < 2; part++) {
-        p = part == 0 ? a : b;
-        n = part == 0 ? alen : blen;
-
-        for ( /* void */ ; n >= 8; p += 8, n -= 8) {
-            memcpy(&w, p, 8);
-            h = (h ^ w) * 0x9fb21c651e98df25ULL;
-            h ^= h >> 29;
-        }
-        w = 0;
-        memcpy(&w, p, n);
-        h = (h ^ w ^ (uint64_t) n << 56) * 0x9fb21c651e98df25ULL;
-        h ^= h >> 32;
-    }
-
-    return h;
+    return llm_hash_data(llm_hash_data(LLM_RKV_MAGIC, a, alen), b, blen);
 }
 
 

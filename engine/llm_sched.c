@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm_gguf.h"
 #include "llm_log.h"
 #include "llm_sched.h"
 
@@ -24,7 +25,9 @@ static void llm_sched_prefix(llm_server_t *srv, llm_seq_t *q);
 static int llm_sched_blocks(llm_seq_t *q, int upto);
 static void llm_sched_preempt(llm_server_t *srv, llm_seq_t *q);
 static llm_seq_t *llm_sched_victim(llm_server_t *srv, llm_serve_model_t *m);
-static void llm_sched_publish(llm_seq_t *q);
+static void llm_sched_publish(llm_server_t *srv, llm_seq_t *q);
+static void llm_sched_rkv_ask(llm_server_t *srv, llm_seq_t *q);
+static uint64_t llm_sched_fingerprint(const llm_model_t *model);
 static int llm_sched_gather(llm_server_t *srv, llm_serve_model_t *m,
     int *n_tok);
 static void llm_sched_gauges(llm_server_t *srv);
@@ -52,6 +55,7 @@ llm_sched_model_init(llm_serve_model_t *m, size_t kv_bytes, int block_size,
 
     m->block_size = block_size;
     m->seed = llm_kv_hash(0x6c6c6d2d6b76ULL, NULL, 0);
+    m->fingerprint = llm_sched_fingerprint(m->model);
 
     m->pool = llm_kv_pool_new(m->model, (int) n, block_size, err);
     if (m->pool == NULL) {
@@ -132,6 +136,11 @@ llm_sched_step(llm_server_t *srv)
 
             if (q->n_blocks == 0 && q->n_past == 0) {
                 llm_sched_prefix(srv, q);
+                if (q->rkv_wait) {
+                    /* back once Redis has answered */
+                    srv->batch_seq[i] = NULL;
+                    continue;
+                }
                 if (n_tok[i] > q->n_tokens - q->n_past) {
                     n_tok[i] = q->n_tokens - q->n_past;
                 }
@@ -207,7 +216,7 @@ llm_sched_step(llm_server_t *srv)
             atomic_fetch_add_explicit(&h->stats[LLM_STAT_STEP_TOKENS],
                                       (uint64_t) n_tok[i],
                                       memory_order_relaxed);
-            llm_sched_publish(q);
+            llm_sched_publish(srv, q);
 
             if (q->n_past == q->n_tokens) {
                 llm_serve_token(srv, q);
@@ -241,7 +250,7 @@ llm_sched_gather(llm_server_t *srv, llm_serve_model_t *m, int *n_tok)
                 q = &srv->seqs[i];
 
                 if (!q->active || q->m != m || q->finish || q->out_len != 0
-                    || q->n_tokens <= q->n_past)
+                    || q->rkv_wait || q->n_tokens <= q->n_past)
                 {
                     continue;
                 }
@@ -327,6 +336,10 @@ llm_sched_prefix(llm_server_t *srv, llm_seq_t *q)
     q->hash = h;
     q->n_past = found * bs;
 
+    if (srv->rkv != NULL && !q->rkv_tried && found < limit) {
+        llm_sched_rkv_ask(srv, q);
+    }
+
     /* what the client is told: prompt tokens it did not pay for, on the
      * first run (a preempted sequence recomputes on its own account) */
     if (q->n_gen == 0 && q->n_cached == 0) {
@@ -356,20 +369,203 @@ llm_sched_blocks(llm_seq_t *q, int upto)
 }
 
 
-/* full blocks of known tokens become findable by their prefix */
+/*
+ * Full blocks of known tokens become findable by their prefix, here and,
+ * with a Redis tier, on every engine that shares it (the write is queued
+ * for the tier's own thread).
+ */
 static void
-llm_sched_publish(llm_seq_t *q)
+llm_sched_publish(llm_server_t *srv, llm_seq_t *q)
 {
-    int  bs = q->m->block_size;
+    int                 bs;
+    size_t              len;
+    int32_t             b;
+    const int32_t      *toks;
+    llm_serve_model_t  *m;
+
+    m = q->m;
+    bs = m->block_size;
 
     while ((q->n_hashed + 1) * bs <= q->n_past
            && q->n_hashed < q->n_blocks)
     {
-        q->hash = llm_kv_hash(q->hash, q->tokens + (size_t) q->n_hashed * bs,
-                              bs);
-        llm_kv_publish(&q->m->alloc, q->blocks[q->n_hashed], q->hash);
+        b = q->blocks[q->n_hashed];
+        toks = q->tokens + (size_t) q->n_hashed * bs;
+        q->hash = llm_kv_hash(q->hash, toks, bs);
+        llm_kv_publish(&m->alloc, b, q->hash);
         q->n_hashed++;
+
+        if (srv->rkv == NULL || m->alloc.hash[b] != q->hash) {
+            continue;
+        }
+
+        len = llm_kv_block_bytes(m->model, bs);
+        if (llm_kv_block_read(m->pool, b, srv->rkv_buf, len) == LLM_OK) {
+            llm_rkv_put(srv->rkv, m->fingerprint, q->hash, toks, bs,
+                        srv->rkv_buf, len);
+        }
     }
+}
+
+
+/* asks Redis for the blocks after those found here */
+static void
+llm_sched_rkv_ask(llm_server_t *srv, llm_seq_t *q)
+{
+    int                 bs, n, limit;
+    uint64_t            h, hashes[LLM_RKV_CHAIN_MAX];
+    llm_serve_model_t  *m;
+
+    m = q->m;
+    bs = m->block_size;
+    limit = (q->n_tokens - 1) / bs;
+    q->rkv_tried = 1;
+
+    n = 0;
+    h = q->hash;
+    for (int i = q->n_hashed; i < limit && n < LLM_RKV_CHAIN_MAX; i++) {
+        h = llm_kv_hash(h, q->tokens + (size_t) i * bs, bs);
+        hashes[n++] = h;
+    }
+
+    if (llm_rkv_get(srv->rkv, m->fingerprint, hashes,
+                    q->tokens + (size_t) q->n_hashed * bs, n, bs,
+                    llm_kv_block_bytes(m->model, bs),
+                    (void *) (uintptr_t) q->order)
+        == LLM_OK)
+    {
+        q->rkv_wait = 1;
+        q->rkv_from = q->n_hashed;
+    }
+}
+
+
+/*
+ * Blocks that came back from Redis go into the pool as if computed here:
+ * a sequence that was preempted or ended meanwhile takes none of them.
+ */
+void
+llm_sched_rkv_poll(llm_server_t *srv)
+{
+    int                 bs, added;
+    int32_t             b;
+    llm_seq_t          *q;
+    llm_rkv_result_t    res;
+    llm_serve_model_t  *m;
+
+    if (srv->rkv == NULL) {
+        return;
+    }
+
+    while (llm_rkv_poll(srv->rkv, &res)) {
+        q = NULL;
+        for (int i = 0; i < srv->max_seqs; i++) {
+            if (srv->seqs[i].active && srv->seqs[i].rkv_wait
+                && srv->seqs[i].order == (uint64_t) (uintptr_t) res.ctx)
+            {
+                q = &srv->seqs[i];
+            }
+        }
+
+        added = 0;
+
+        if (q != NULL && q->n_hashed == q->rkv_from
+            && q->n_blocks == q->n_hashed)
+        {
+            m = q->m;
+            bs = m->block_size;
+
+            for (int i = 0; i < res.n_found; i++) {
+                b = llm_kv_alloc_block(&m->alloc);
+                if (b < 0) {
+                    break;
+                }
+                if (llm_kv_block_write(m->pool, b, res.data[i], res.len)
+                    != LLM_OK)
+                {
+                    llm_kv_release(&m->alloc, b);
+                    break;
+                }
+                q->hash = llm_kv_hash(q->hash,
+                                      q->tokens + (size_t) q->n_hashed * bs,
+                                      bs);
+                llm_kv_publish(&m->alloc, b, q->hash);
+                q->blocks[q->n_blocks++] = b;
+                q->n_hashed++;
+                q->n_past += bs;
+                added++;
+            }
+
+            if (q->n_gen == 0) {
+                q->n_cached = q->n_past < q->n_prompt ? q->n_past
+                                                      : q->n_prompt;
+            }
+            atomic_fetch_add_explicit(
+                &srv->ipc.hdr->stats[LLM_STAT_CACHED_TOKENS],
+                (uint64_t) added * (uint64_t) bs, memory_order_relaxed);
+            atomic_fetch_add_explicit(
+                &srv->ipc.hdr->stats[LLM_STAT_REDIS_HITS],
+                (uint64_t) added, memory_order_relaxed);
+        }
+
+        if (q != NULL) {
+            q->rkv_wait = 0;
+        }
+
+        for (int i = 0; i < res.n_found; i++) {
+            free(res.data[i]);
+        }
+    }
+}
+
+
+/*
+ * What names a model's weights in Redis keys: its metadata, its tensor
+ * table and samples of every tensor's bytes (the first and last 256 and
+ * 16 windows between), so that two fine-tunes of one shape differ
+ * without hashing gigabytes at start-up.
+ */
+static uint64_t
+llm_sched_fingerprint(const llm_model_t *model)
+{
+    size_t                    n, step, len;
+    uint64_t                  h;
+    const llm_gguf_t         *g;
+    const llm_gguf_kv_t      *kv;
+    const llm_gguf_tensor_t  *t;
+    const unsigned char      *p;
+
+    g = llm_model_gguf(model);
+    h = 0x666e67727072ULL;
+
+    n = llm_gguf_n_kv(g);
+    for (size_t i = 0; i < n; i++) {
+        kv = llm_gguf_kv_at(g, i);
+        h = llm_hash_data(h, kv->key, strlen(kv->key));
+        h = llm_hash_data(h, &kv->type, sizeof(kv->type));
+        h = llm_hash_data(h, &kv->arr_n, sizeof(kv->arr_n));
+    }
+
+    n = llm_gguf_n_tensors(g);
+    for (size_t i = 0; i < n; i++) {
+        t = llm_gguf_tensor_at(g, i);
+        h = llm_hash_data(h, t->name, strlen(t->name));
+        h = llm_hash_data(h, &t->type, sizeof(t->type));
+        h = llm_hash_data(h, t->ne, sizeof(t->ne));
+        h = llm_hash_data(h, &t->offset, sizeof(t->offset));
+
+        p = t->data;
+        len = t->nbytes < 256 ? t->nbytes : 256;
+        h = llm_hash_data(h, p, len);
+        h = llm_hash_data(h, p + t->nbytes - len, len);
+
+        step = t->nbytes / 17;
+        for (int w = 1; w <= 16 && step >= 64; w++) {
+            h = llm_hash_data(h, p + (size_t) w * step, 64);
+        }
+    }
+
+    return h;
 }
 
 

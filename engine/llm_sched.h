@@ -13,6 +13,7 @@
 #include "llm_kv.h"
 #include "llm_model.h"
 #include "llm_request.h"
+#include "llm_rkv.h"
 #include "llm_sampler.h"
 #include "llm_template.h"
 #include "llm_tokenizer.h"
@@ -36,6 +37,7 @@ typedef struct {
     llm_kv_alloc_t       alloc;
     int                  block_size;
     uint64_t             seed;        /* prefix hash of the empty prefix */
+    uint64_t             fingerprint; /* names the weights in Redis keys */
 } llm_serve_model_t;
 
 
@@ -43,6 +45,9 @@ typedef struct {
     unsigned             active:1;
     unsigned             paused:1;    /* its ring was full */
     unsigned             started:1;   /* counted in LLM_STAT_RUNNING */
+    unsigned             rkv_wait:1;  /* a Redis lookup is out */
+    unsigned             rkv_tried:1;
+    int                  rkv_from;    /* n_hashed when it was asked */
     uint32_t             slot;
     uint32_t             owner;
     uint64_t             order;       /* admission order: larger is younger */
@@ -93,6 +98,10 @@ typedef struct {
     int                  batch_tokens;    /* token budget of one step */
     int                  step_delay_ms;   /* fault mode for tests */
 
+    /* the Redis tier of the prefix cache, or NULL */
+    llm_rkv_t           *rkv;
+    void                *rkv_buf;         /* one block's bytes */
+
     /* one step's batch, sized max_seqs */
     llm_batch_seq_t     *batch;
     llm_seq_t          **batch_seq;
@@ -107,6 +116,7 @@ void llm_sched_model_free(llm_serve_model_t *m);
 int llm_sched_admit_check(llm_seq_t *q, llm_err_t *err);
 void llm_sched_step(llm_server_t *srv);
 void llm_sched_release_blocks(llm_server_t *srv, llm_seq_t *q);
+void llm_sched_rkv_poll(llm_server_t *srv);
 
 /* llm_serve.c */
 void llm_serve_queue(llm_seq_t *q, uint16_t type, const void *a,

@@ -51,6 +51,7 @@ static void llm_serve_logprobs(llm_seq_t *q, int32_t id, float logprob,
     const int32_t *ids, const float *lps, int n);
 static void llm_serve_reclaim(void *data, uint32_t slot);
 static int llm_serve_template(llm_serve_model_t *m);
+static int llm_serve_size(const char *s, size_t *out);
 static int llm_serve_uid(const char *name, uid_t *uid);
 static int llm_serve_gid(const char *name, gid_t *gid);
 static void llm_serve_signal(int signo);
@@ -76,6 +77,12 @@ llm_serve_usage(void)
         "  --kv-cache SIZE     KV cache memory, shared by the models"
         " (512M; K, M, G)\n"
         "  --batch-tokens N    tokens one step may compute (256)\n"
+        "  --redis ADDR        share prefix KV blocks through Redis"
+        " (host:port, unix:path;\n"
+        "                      the password, if any, in $LLM_REDIS_PASSWORD)\n"
+        "  --redis-kv-ttl S    seconds a block lives in Redis (3600)\n"
+        "  --redis-kv-max SIZE writes waiting for Redis, at most (64M)\n"
+        "  --redis-db N        Redis database (0)\n"
         "  --socket-mode M     permissions of the socket (0660)\n"
         "  --socket-group G    group of the socket (nginx's workers')\n"
         "  --allow-user U      only this user may attach (repeatable;"
@@ -92,6 +99,7 @@ llm_serve_main(int argc, char **argv)
     int                  c, ctx_cap, rc;
     char                *end;
     size_t               kv_bytes;
+    llm_rkv_conf_t       rconf;
     const char          *models[LLM_MAX_MODELS];
     int                  n_models;
     llm_err_t            err;
@@ -107,6 +115,10 @@ llm_serve_main(int argc, char **argv)
         { "ctx",         required_argument, NULL, 'c' },
         { "socket-mode", required_argument, NULL, 'p' },
         { "log-level",   required_argument, NULL, 'l' },
+        { "redis",       required_argument, NULL, 'r' },
+        { "redis-kv-ttl", required_argument, NULL, 't' },
+        { "redis-kv-max", required_argument, NULL, 'x' },
+        { "redis-db",    required_argument, NULL, 'B' },
         { "allow-user",  required_argument, NULL, 'u' },
         { "socket-group", required_argument, NULL, 'g' },
         { "kv-cache",    required_argument, NULL, 'k' },
@@ -122,6 +134,10 @@ llm_serve_main(int argc, char **argv)
     conf.ring_size = 64 * 1024;
     conf.socket_mode = 0660;
     conf.socket_group = (gid_t) -1;
+
+    memset(&rconf, 0, sizeof(rconf));
+    rconf.ttl = 3600;
+    rconf.queue_max = (size_t) 64 << 20;
 
     srv = calloc(1, sizeof(llm_server_t));
     if (srv == NULL) {
@@ -152,16 +168,31 @@ llm_serve_main(int argc, char **argv)
             break;
 
         case 'k':
-            errno = 0;
-            kv_bytes = strtoull(optarg, &end, 10);
-            kv_bytes <<= *end == 'K' ? 10 : *end == 'M' ? 20
-                         : *end == 'G' ? 30 : 0;
-            if (errno || end == optarg || kv_bytes == 0
-                || (*end != '\0' && (strchr("KMG", *end) == NULL
-                                     || end[1] != '\0')))
+        case 'x':
+            if (llm_serve_size(optarg, c == 'k' ? &kv_bytes
+                                                : &rconf.queue_max) != 0)
             {
                 fprintf(stderr, "llm-engine: bad size \"%s\"\n", optarg);
                 return 2;
+            }
+            break;
+
+        case 'r':
+            rconf.addr = optarg;
+            break;
+
+        case 't':
+        case 'B':
+            errno = 0;
+            rc = (int) strtol(optarg, &end, 10);
+            if (errno || *end != '\0' || rc < 0) {
+                fprintf(stderr, "llm-engine: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (c == 't') {
+                rconf.ttl = rc;
+            } else {
+                rconf.db = rc;
             }
             break;
 
@@ -263,6 +294,29 @@ llm_serve_main(int argc, char **argv)
         }
     }
 
+    if (rconf.addr != NULL) {
+        size_t  max = 0;
+
+        rconf.password = getenv("LLM_REDIS_PASSWORD");
+        if (llm_rkv_open(&srv->rkv, &rconf, &err) != LLM_OK) {
+            fprintf(stderr, "llm-engine: %s\n", err.errstr);
+            return 1;
+        }
+        for (int i = 0; i < srv->n_models; i++) {
+            size_t  bb = llm_kv_block_bytes(srv->models[i].model,
+                                            srv->models[i].block_size);
+
+            max = bb > max ? bb : max;
+        }
+        srv->rkv_buf = malloc(max);
+        if (srv->rkv_buf == NULL) {
+            fprintf(stderr, "llm-engine: out of memory\n");
+            return 1;
+        }
+        llm_log(LLM_LOG_INFO, "prefix KV blocks shared through redis %s, "
+                "ttl %ds", rconf.addr, rconf.ttl);
+    }
+
     srv->seqs = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t));
     srv->batch = calloc((size_t) srv->max_seqs, sizeof(llm_batch_seq_t));
     srv->batch_seq = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t *));
@@ -318,6 +372,8 @@ llm_serve_main(int argc, char **argv)
     }
     llm_ipc_ring(&srv->ipc);
     llm_ipc_free(&srv->ipc);
+    llm_rkv_close(srv->rkv);
+    free(srv->rkv_buf);
 
     for (int i = 0; i < srv->n_models; i++) {
         llm_sched_model_free(&srv->models[i]);
@@ -444,6 +500,29 @@ llm_serve_template(llm_serve_model_t *m)
 }
 
 
+/* a byte count with an optional K, M or G */
+static int
+llm_serve_size(const char *s, size_t *out)
+{
+    char                *end;
+    unsigned long long   v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s || v == 0 || *s == '-') {
+        return -1;
+    }
+    if (*end != '\0') {
+        if (strchr("KMG", *end) == NULL || end[1] != '\0') {
+            return -1;
+        }
+        v <<= *end == 'K' ? 10 : *end == 'M' ? 20 : 30;
+    }
+    *out = (size_t) v;
+    return 0;
+}
+
+
 /* a user name or a numeric uid */
 static int
 llm_serve_uid(const char *name, uid_t *uid)
@@ -520,6 +599,9 @@ llm_serve_loop(llm_server_t *srv)
          * worker's ring on the doorbell, with a short timer as a net.
          */
         timeout = runnable ? 0 : (paused ? 20 : 1000);
+        if (srv->rkv != NULL && llm_rkv_pending(srv->rkv) && timeout > 2) {
+            timeout = 2;      /* a Redis answer is due */
+        }
 
         if (llm_ipc_poll(&srv->ipc, timeout, llm_serve_reclaim, srv) == -1
             && errno != EINTR)
@@ -529,6 +611,7 @@ llm_serve_loop(llm_server_t *srv)
         }
 
         llm_serve_admit(srv);
+        llm_sched_rkv_poll(srv);
 
         for (int i = 0; i < srv->max_seqs; i++) {
             if (srv->seqs[i].active) {

@@ -122,6 +122,7 @@ enum {
     LLM_STAT_PREEMPTIONS,         /* sequences preempted for KV room */
     LLM_STAT_STEP_TOKENS,         /* tokens run through forward passes */
     LLM_STAT_STEP_US,             /* microseconds spent in them */
+    LLM_STAT_REDIS_HITS,          /* KV blocks loaded from Redis */
     LLM_STAT_MAX = 32
 };
 

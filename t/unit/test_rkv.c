@@ -9,96 +9,13 @@
 
 #define _GNU_SOURCE
 
-#include <signal.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-
-#include <hiredis/hiredis.h>
-
 #include "tap.h"
+#include "llm_test_redis.h"
 #include "llm_rkv.h"
 
 
 #define BS    4
 #define LEN   1000
-
-
-static int    port;
-static pid_t  redis_pid;
-
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec  ts = { ms / 1000, (long) (ms % 1000) * 1000000 };
-
-    nanosleep(&ts, NULL);
-}
-
-
-static int
-free_port(void)
-{
-    int                 fd, p;
-    socklen_t           len;
-    struct sockaddr_in  sa;
-
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *) &sa, sizeof(sa));
-    len = sizeof(sa);
-    getsockname(fd, (struct sockaddr *) &sa, &len);
-    p = ntohs(sa.sin_port);
-    close(fd);
-    return p;
-}
-
-
-static int
-redis_start(void)
-{
-    char           ps[16];
-    redisContext  *c;
-
-    snprintf(ps, sizeof(ps), "%d", port);
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        if (freopen("/dev/null", "w", stdout) == NULL) {
-            _exit(127);
-        }
-        execlp("redis-server", "redis-server", "--port", ps, "--bind",
-               "127.0.0.1", "--save", "", "--appendonly", "no",
-               (char *) NULL);
-        _exit(127);
-    }
-
-    for (int i = 0; i < 200; i++) {
-        c = redisConnect("127.0.0.1", port);
-        if (c != NULL && !c->err) {
-            redisFree(c);
-            return 0;
-        }
-        if (c != NULL) {
-            redisFree(c);
-        }
-        sleep_ms(25);
-    }
-    return -1;
-}
-
-
-static void
-redis_stop(void)
-{
-    kill(redis_pid, SIGKILL);
-    waitpid(redis_pid, NULL, 0);
-}
 
 
 static void
@@ -118,7 +35,7 @@ wait_result(llm_rkv_t *r, llm_rkv_result_t *res)
         if (llm_rkv_poll(r, res)) {
             return 0;
         }
-        sleep_ms(10);
+        redis_sleep_ms(10);
     }
     return -1;
 }
@@ -135,7 +52,7 @@ settle(llm_rkv_t *r, uint64_t puts)
         if (st.puts + st.put_drops >= puts) {
             return;
         }
-        sleep_ms(10);
+        redis_sleep_ms(10);
     }
 }
 
@@ -249,7 +166,7 @@ main(void)
         llm_rkv_close(r);
         return done_testing();
     }
-    sleep_ms(1100);       /* reconnects are at most once a second */
+    redis_sleep_ms(1100);       /* reconnects are at most once a second */
     llm_rkv_stats(r, &st);
     llm_rkv_put(r, 7, hashes[0], toks, BS, data[0], LEN);
     settle(r, st.puts + st.put_drops + 1);
