@@ -100,6 +100,9 @@ typedef struct {
     /* llm_dequant_row(), faster */
     int           (*dequant)(uint32_t type, const void *row, float *y,
                              int64_t n);
+    /* q4_0 wants the middle 16 bytes of each pair of input blocks
+     * swapped (see llm_cpu_avx2.c) */
+    int             q4_0_pairs;
 } llm_cpu_kernels_t;
 
 

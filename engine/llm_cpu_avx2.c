@@ -67,7 +67,8 @@ const llm_cpu_kernels_t  llm_cpu_avx2 = {
     llm_avx2_quant_q8,
     llm_avx2_quant_q8k,
     llm_avx2_sgemm,
-    llm_avx2_dequant
+    llm_avx2_dequant,
+    1
 };
 
 
@@ -326,18 +327,28 @@ llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
 /*
  * Q4_0: the nibbles are unsigned, so vpmaddubsw takes them as they are;
  * the offset of 8 comes off as 8 times the block's sum of x, which is
- * the 32-bit lanes' total when each lane loses the sum once.
+ * the 32-bit lanes' total when each lane loses its share of it.
+ *
+ * Two blocks A, B at a time, one per 128-bit half: their 16 bytes of
+ * nibbles give [A 0..15 | B 0..15] (low nibbles) and [A 16..31 | B
+ * 16..31] (high), which the input matches because llm_matmul swapped
+ * the middle halves of each pair of input blocks (q4_0_pairs): block
+ * A's q holds x[A 0..15], x[B 0..15], block B's the rest.  Both
+ * products fit 16 bits, so they add before the one vpmaddwd, and one
+ * conversion and FMA serve both blocks: about half the instructions of
+ * a block at a time, in the one-token loop that decoding is.
  */
 LLM_INLINE void
 llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
 {
-    int64_t                nb;
+    int64_t                nb, b;
     __m256                 acc[4][4], dw[4];
-    __m256i                w[4], ones;
+    __m256i                lo[4], hi[4], ones, m4;
     const uint8_t         *row[4];
     const llm_q8_block_t  *x[4];
 
     ones = _mm256_set1_epi16(1);
+    m4 = _mm256_set1_epi8(0x0f);
     nb = g->n_cols / LLM_QK;
 
     LLM_UNROLL
@@ -355,12 +366,53 @@ llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
                                                 * g->a_stride);
     }
 
-    for (int64_t b = 0; b < nb; b++) {
+    for (b = 0; b + 1 < nb; b += 2) {
+        LLM_UNROLL
+        for (int i = 0; i < nr; i++) {
+            const uint8_t  *p = row[i] + 18 * b;
+            __m256i         q;
+
+            q = _mm256_loadu2_m128i((const __m128i *) (p + 20),
+                                    (const __m128i *) (p + 2));
+            lo[i] = _mm256_and_si256(q, m4);
+            hi[i] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            dw[i] = _mm256_set_m128(_mm_set1_ps(llm_cpu_half(p + 18)),
+                                    _mm_set1_ps(llm_cpu_half(p)));
+        }
+
+        LLM_UNROLL
+        for (int j = 0; j < nt; j++) {
+            const llm_q8_block_t  *xa = &x[j][b], *xb = &x[j][b + 1];
+            __m256i                a0, a1, s;
+            __m256                 dx;
+
+            a0 = _mm256_loadu_si256((const __m256i *) xa->q);
+            a1 = _mm256_loadu_si256((const __m256i *) xb->q);
+            s = _mm256_set_m128i(_mm_set1_epi32(2 * xb->sum),
+                                 _mm_set1_epi32(2 * xa->sum));
+            dx = _mm256_set_m128(_mm_set1_ps(xb->d), _mm_set1_ps(xa->d));
+
+            LLM_UNROLL
+            for (int i = 0; i < nr; i++) {
+                __m256i  p;
+
+                p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], a0),
+                                     _mm256_maddubs_epi16(hi[i], a1));
+                p = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), s);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                            _mm256_mul_ps(dw[i], dx),
+                                            acc[i][j]);
+            }
+        }
+    }
+
+    /* an odd last block, not swapped */
+    if (b < nb) {
         LLM_UNROLL
         for (int i = 0; i < nr; i++) {
             const uint8_t  *p = row[i] + 18 * b;
 
-            w[i] = llm_nibbles16(p + 2);
+            lo[i] = llm_nibbles16(p + 2);
             dw[i] = llm_half8(p);
         }
 
@@ -374,7 +426,7 @@ llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
             for (int i = 0; i < nr; i++) {
                 __m256i  p;
 
-                p = _mm256_maddubs_epi16(w[i], a);
+                p = _mm256_maddubs_epi16(lo[i], a);
                 p = _mm256_sub_epi32(_mm256_madd_epi16(p, ones), s);
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                             _mm256_mul_ps(dw[i], dx),
@@ -397,7 +449,7 @@ llm_avx2_q8_0(const llm_gemm_t *g)
 static void
 llm_avx2_q4_0(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q4_0, 4, 4);
+    LLM_TILES(g, llm_tile_q4_0, 2, 4);
 }
 
 
@@ -414,10 +466,24 @@ llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
     const llm_q8k_block_t **xb, int nt, __m256 *acc)
 {
     __m256i   isum[4], msum, mins;
-    uint8_t   s[8], m[8];
+    uint8_t   s[8];
+    uint32_t  a, b, c;
+    uint64_t  sc, mn;
     __m256    d, dmin;
 
-    llm_cpu_scales_k4(blk + 4, s, m);
+    /* llm_cpu_scales_k4 four bytes at a time: s[0..3] and m[0..3] are
+     * the low 6 bits of words a and b; s[4..7] and m[4..7] the nibbles
+     * of word c below the top 2 bits of a and b */
+    memcpy(&a, blk + 4, 4);
+    memcpy(&b, blk + 8, 4);
+    memcpy(&c, blk + 12, 4);
+    sc = (a & 0x3f3f3f3f)
+         | (uint64_t) ((c & 0x0f0f0f0f) | ((a >> 2) & 0x30303030)) << 32;
+    mn = (b & 0x3f3f3f3f)
+         | (uint64_t) (((c >> 4) & 0x0f0f0f0f) | ((b >> 2) & 0x30303030))
+           << 32;
+    memcpy(s, &sc, 8);
+
     d = llm_half8(blk);
     dmin = llm_half8(blk + 2);
 
@@ -467,9 +533,9 @@ llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
     }
 
     /* (m0, m0, m1, m1, ...) against bsums (16 of 16 elements) */
-    mins = _mm256_cvtepu8_epi16(_mm_set_epi8(
-               m[7], m[7], m[6], m[6], m[5], m[5], m[4], m[4],
-               m[3], m[3], m[2], m[2], m[1], m[1], m[0], m[0]));
+    mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+               _mm_cvtsi64_si128((long long) mn),
+               _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
 
     LLM_UNROLL
     for (int j = 0; j < nt; j++) {
@@ -517,19 +583,21 @@ llm_block_q6_k(const uint8_t *blk, const llm_q8k_block_t **xb, int nt,
         l1 = _mm256_loadu_si256((const __m256i *) (ql + 32));
         h = _mm256_loadu_si256((const __m256i *) (blk + 128 + 32 * half));
 
+        /* the high bits go to bits 4-5 of each byte: shifting after
+         * the mask moves nothing across bytes, and shifts, which have
+         * one pipe, are the cost here */
         q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
                    _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
         q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
                    _mm256_slli_epi16(_mm256_and_si256(
-                       _mm256_srli_epi16(h, 2), m2), 4));
+                       h, _mm256_set1_epi8(0x0c)), 2));
         q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4),
                                                 m4),
-                   _mm256_slli_epi16(_mm256_and_si256(
-                       _mm256_srli_epi16(h, 4), m2), 4));
+                   _mm256_and_si256(h, _mm256_set1_epi8(0x30)));
         q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4),
                                                 m4),
-                   _mm256_slli_epi16(_mm256_and_si256(
-                       _mm256_srli_epi16(h, 6), m2), 4));
+                   _mm256_srli_epi16(_mm256_and_si256(
+                       h, _mm256_set1_epi8((char) 0xc0)), 2));
 
         for (int k = 0; k < 4; k++) {
             int  g = 8 * half + 2 * k;    /* scale of the first 16 */

@@ -40,7 +40,8 @@ const llm_cpu_kernels_t  llm_cpu_scalar = {
     llm_quant_q8,
     llm_quant_q8k,
     llm_sgemm,
-    llm_dequant_row
+    llm_dequant_row,
+    0
 };
 
 

@@ -653,6 +653,7 @@ static void llm_matmul_deq(llm_matmul_job_t *job,
     int n_threads);
 static void llm_matmul_deq_task(void *arg, int64_t task, int thread);
 static int llm_matmul_grow(size_t size);
+static void llm_matmul_pair_q8(llm_q8_block_t *x, int64_t nb);
 static void llm_matmul_slow(float *out, const float *x, int64_t n_tok,
     const void *w, uint32_t type, int64_t n_rows, int64_t n_cols);
 
@@ -925,8 +926,14 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
                 (void) llm_quant_round_act(type, xt, (float *) at, n_cols);
                 break;
             case LLM_TYPE_Q8_0:
+                k->quant_q8(xt, (llm_q8_block_t *) at, n_cols);
+                break;
             case LLM_TYPE_Q4_0:
                 k->quant_q8(xt, (llm_q8_block_t *) at, n_cols);
+                if (k->q4_0_pairs) {
+                    llm_matmul_pair_q8((llm_q8_block_t *) at,
+                                       n_cols / LLM_QK);
+                }
                 break;
             default:
                 k->quant_q8k(xt, (llm_q8k_block_t *) at, n_cols);
@@ -1088,6 +1095,20 @@ llm_matmul_task(void *arg, int64_t task, int thread)
     }
 
     job->gemm(&g);
+}
+
+
+/* block A's q[16..31] for block B's q[0..15], in each pair */
+static void
+llm_matmul_pair_q8(llm_q8_block_t *x, int64_t nb)
+{
+    int8_t  tmp[LLM_QK / 2];
+
+    for (int64_t b = 0; b + 1 < nb; b += 2) {
+        memcpy(tmp, x[b].q + LLM_QK / 2, LLM_QK / 2);
+        memcpy(x[b].q + LLM_QK / 2, x[b + 1].q, LLM_QK / 2);
+        memcpy(x[b + 1].q, tmp, LLM_QK / 2);
+    }
 }
 
 
