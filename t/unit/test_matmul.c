@@ -7,8 +7,9 @@
  * each output is what rounding the input to the type's activation
  * format can cost (sum over i of |w_i| times the largest error of x_i),
  * plus a little float summation error; the thread pool is checked on
- * its own first.  Two shapes: 37 rows of 512, and 5 rows of 2304, whose
- * columns the many-token path takes in blocks of 1024, 1024 and 256.
+ * its own first.  Three shapes: 37 rows of 512; 5 rows of 2304, whose
+ * columns the many-token path takes in blocks of 1024, 1024 and 256;
+ * 3 rows of 800, an odd number of 32-blocks (not for the k-quants).
  */
 
 #include <math.h>
@@ -237,7 +238,8 @@ main(void)
         LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
     };
     static const int       toks[] = { 1, 2, 3, 7, 64 };
-    static const int       shapes[][2] = { { 37, 512 }, { 5, 2304 } };
+    static const int       shapes[][2] = { { 37, 512 }, { 5, 2304 },
+                                           { 3, 800 } };
     static float           x[MAX_TOK * MAX_COLS], out[MAX_TOK * MAX_ROWS];
     static float           deq[MAX_ROWS * MAX_COLS];
     static double          ref[MAX_TOK * MAX_ROWS], tol[MAX_TOK * MAX_ROWS];
@@ -264,12 +266,16 @@ main(void)
     ok(llm_matmul_reserve(MAX_TOK, MAX_COLS, NULL) == LLM_OK,
        "the scratch is reserved");
 
-    for (size_t si = 0; si < 2; si++)
+    for (size_t si = 0; si < 3; si++)
     for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
         uint32_t  type = types[ti];
 
         n_rows = shapes[si][0];
         n_cols = shapes[si][1];
+
+        if (n_cols % (int) llm_ggml_blck_size(type) != 0) {
+            continue;
+        }
 
         row_bytes = llm_ggml_row_size(type, n_cols);
         fill_weights(type, w, row_bytes, n_rows);
