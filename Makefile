@@ -49,8 +49,12 @@ $(BUILD)/engine/%.o: engine/%.c $(wildcard engine/*.h engine/proto/*.h)
 $(BUILD)/llm-engine: $(ENGINE_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# tools/gguf_write.c: random-weight GGUF files of real shapes (bench/)
-tools: $(BUILD)/gguf-write
+# tools/gguf_write.c: random-weight GGUF files of real shapes (bench/);
+# bench/sched_bench.c: the scheduler through the engine's protocol
+tools: $(BUILD)/gguf-write $(BUILD)/sched-bench
+
+$(BUILD)/sched-bench: bench/sched_bench.c t/unit/llm_test_client.h $(LIB_OBJS)
+	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)

@@ -318,7 +318,7 @@ run(client_t *c, const char *json, result_t *r)
     }
     s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
 
-    for (int i = 0; i < 1000; i++) {
+    for (int i = 0; i < 6000; i++) {
         struct pollfd  p = { c->my_bell, POLLIN, 0 };
 
         poll(&p, 1, 20);
@@ -340,7 +340,7 @@ run(client_t *c, const char *json, result_t *r)
 }
 
 
-static uint64_t
+static uint64_t __attribute__((unused))
 stat(client_t *c, int i)
 {
     return atomic_load(&c->h->stats[i]);
