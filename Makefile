@@ -36,7 +36,7 @@ MODULE_SRCS := $(wildcard ngx_llm_module/*.c ngx_llm_module/*.h) \
 
 .PHONY: all engine module units tools test demo deps clean
 
-all: engine module units tools
+all: engine module units tools loadgen
 
 engine: $(BUILD)/llm-engine
 units: $(UNIT_BINS)
@@ -123,3 +123,20 @@ $(BUILD)/fuzz/seed_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O1 -DLLM_TEMPLATE_SEED_MAIN -Iengine -o $@ $< \
 	    $(FUZZ_SRCS) -ljansson -lm
+
+# bench/loadgen.c: the load generator (HTTP, SSE, and the engine's shared
+# memory with --direct); make soak runs bench/soak.sh: 64 streams for
+# SOAK_MINUTES, then checks errors, memory and the engine's counters
+SOAK_MINUTES ?= 10
+
+.PHONY: loadgen soak
+
+loadgen: $(BUILD)/loadgen
+
+$(BUILD)/loadgen: bench/loadgen.c bench/llm_client.h engine/proto/llm_proto.h \
+                  engine/proto/llm_ring.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibench $(LDFLAGS) -o $@ $< -ljansson
+
+soak: engine module loadgen
+	BUILD=$(BUILD) SOAK_MINUTES=$(SOAK_MINUTES) ./bench/soak.sh
