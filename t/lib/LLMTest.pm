@@ -225,10 +225,14 @@ sub bad_log_lines {
 sub wait_ready {
     my ($self, $path) = @_;
     $path //= '/v1/models';
-    for (1 .. 200) {
+    # one worker may attach before the others: answers in a row, spread
+    # over the workers by the kernel, tell that all of them are
+    my $row = 0;
+    for (1 .. 400) {
         my $r = $self->get($path);
-        return 1 if $r->{status} == 200;
-        sleep 0.05;
+        $row = $r->{status} == 200 ? $row + 1 : 0;
+        return 1 if $row == 8;
+        sleep 0.05 unless $row;
     }
     return 0;
 }
