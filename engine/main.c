@@ -21,6 +21,7 @@
 #include "llm_model.h"
 #include "llm_sampler.h"
 #include "llm_serve.h"
+#include "llm_template.h"
 #include "llm_tokenizer.h"
 
 
@@ -75,6 +76,10 @@ main(int argc, char **argv)
 
     if (strcmp(cmd, "bench") == 0) {
         return llm_bench_main(argc - 1, argv + 1);
+    }
+
+    if (strcmp(cmd, "render") == 0) {
+        return llm_template_render_main(argc - 1, argv + 1);
     }
 
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0
@@ -137,7 +142,10 @@ llm_usage(FILE *f)
         "                                 print token ids\n"
         "  logits --model M --tokens 1,2,3\n"
         "                                 print every position's logits as\n"
-        "                                 JSON\n",
+        "                                 JSON\n"
+        "  render --template FILE --messages JSON|@FILE [--bos S] [--eos S]\n"
+        "         [--date D] [--vars JSON|@FILE] [--no-generation-prompt]\n"
+        "                                 print a chat template's rendering\n",
         LLM_DEFAULT_MAX_TOKENS);
 }
 
