@@ -41,17 +41,21 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
         | grep -E '^(avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_vnni|avx_vnni|amx_int8|amx_bf16)$' \
         | tr '\n' ' ')
 
-echo "### CPU decode/prefill: $PRESET shape, $(date -u +%Y-%m-%d)"
+echo "### CPU decode/prefill: $PRESET shape, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
 echo "Machine: $cpu, $(nproc) online CPUs, $THREADS threads;" \
-     "flags that matter: ${flags% }."
+     "flags that matter: ${flags% }; load average before:" \
+     "$(cut -d' ' -f1-3 /proc/loadavg)."
 echo "Random weights written by \`gguf-write --preset $PRESET\`;" \
      "\`llm-engine bench --prompt-tokens $PROMPT --gen-tokens $GEN" \
      "--reps $REPS\`, best of $REPS.  Ceiling = memory read bandwidth" \
-     "measured in the same run / bytes of weights read per token."
+     "measured in the same run / bytes of weights read per token;" \
+     "threads ran: CPU time used / (wall time x threads), below 100%" \
+     "when the threads wait: on a large model, for CPUs that other" \
+     "processes hold."
 echo
-echo "| weights | read/token MB | read GB/s | ceiling tok/s | decode tok/s | of ceiling | prefill $PROMPT tok/s | kernels |"
-echo "|---|---:|---:|---:|---:|---:|---:|---|"
+echo "| weights | read/token MB | read GB/s | ceiling tok/s | decode tok/s | of ceiling | prefill $PROMPT tok/s | threads ran (decode, prefill) | kernels |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
 
 for t in $TYPES; do
     f="$BENCH_DIR/$PRESET-$t.gguf"
@@ -64,8 +68,9 @@ for t in $TYPES; do
         echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"
     }
 
-    printf '| %s | %.0f | %.1f | %.2f | %.2f | %.0f%% | %.1f | %s |\n' \
+    printf '| %s | %.0f | %.1f | %.2f | %.2f | %.0f%% | %.1f | %.0f%%, %.0f%% | %s |\n' \
         "$t" "$(get weights_mb)" "$(get bw_gbs)" "$(get ceiling_tps)" \
         "$(get decode_tps)" "$(echo "$(get ratio) * 100" | bc -l)" \
-        "$(get prefill_tps)" "$(get cpu)"
+        "$(get prefill_tps)" "$(echo "$(get decode_ran) * 100" | bc -l)" \
+        "$(echo "$(get prefill_ran) * 100" | bc -l)" "$(get cpu)"
 done
