@@ -38,6 +38,7 @@
 
 typedef struct {
     const char      *model;
+    int              kernels;
     long             threads;
     long             prompt;
     long             gen;
@@ -62,6 +63,9 @@ static void llm_bw_task(void *arg, int64_t task, int thread);
 static size_t llm_bench_weight_bytes(const llm_model_t *m, char *types,
     size_t types_len);
 static double llm_bench_cpu(void);
+static int llm_bench_kernels(void);
+static double llm_bench_matmul(uint32_t type, int64_t rows, int64_t cols,
+    int64_t n_tok, int reps);
 static int llm_bench_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 
@@ -92,6 +96,17 @@ llm_bench_main(int argc, char **argv)
 
     if (llm_bench_parse(argc - 1, argv + 1, &o) != LLM_OK) {
         return 2;
+    }
+
+    if (o.kernels) {
+        if (llm_threads_init((int) o.threads, &err) != LLM_OK) {
+            fprintf(stderr, "llm-engine bench: %s (going on)\n",
+                    err.errstr);
+        }
+
+        rc = llm_bench_kernels();
+        llm_threads_free();
+        return rc;
     }
 
     if (o.model == NULL) {
@@ -283,6 +298,11 @@ llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o)
 
     for (int i = 0; i < argc; i++) {
         name = argv[i];
+
+        if (strcmp(name, "--kernels") == 0) {
+            o->kernels = 1;
+            continue;
+        }
 
         if (i + 1 >= argc) {
             llm_bench_fail("option %s needs a value (or is unknown)", name);
@@ -480,6 +500,109 @@ llm_bench_weight_bytes(const llm_model_t *m, char *types, size_t types_len)
     }
 
     return total;
+}
+
+
+static int
+llm_bench_kernels(void)
+{
+    static const uint32_t  types[] = {
+        LLM_TYPE_F32, LLM_TYPE_F16, LLM_TYPE_BF16, LLM_TYPE_Q8_0,
+        LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
+    };
+    double                 one, many;
+    size_t                 rb;
+
+    printf("cpu       %s kernels, %d threads; rates per CPU-second\n",
+           llm_quant_level_name(llm_quant_level()), llm_threads_count());
+    printf("%-6s %28s %28s\n", "type", "1 token x 128 x 2048",
+           "128 tokens x 2048 x 2048");
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        rb = llm_ggml_row_size(types[i], 2048);
+        one = llm_bench_matmul(types[i], 128, 2048, 1, 200);
+        many = llm_bench_matmul(types[i], 2048, 2048, 128, 2);
+
+        if (one <= 0.0 || many <= 0.0) {
+            return llm_bench_fail("out of memory");
+        }
+
+        printf("%-6s %9.1f GB/s %7.1f GMAC/s %20.1f GMAC/s\n",
+               llm_ggml_type_name(types[i]), 128.0 * rb / one / 1e9,
+               128.0 * 2048 / one / 1e9, 2048.0 * 2048 * 128 / many / 1e9);
+    }
+
+    return 0;
+}
+
+
+/* the least CPU-seconds one call took, best of reps */
+static double
+llm_bench_matmul(uint32_t type, int64_t rows, int64_t cols, int64_t n_tok,
+    int reps)
+{
+    float     *x, *out, *row;
+    double     best, c0, dt;
+    size_t     rb;
+    uint8_t   *w;
+    uint64_t   rng;
+
+    rb = llm_ggml_row_size(type, cols);
+    x = malloc((size_t) (n_tok * cols) * sizeof(float));
+    out = malloc((size_t) (n_tok * rows) * sizeof(float));
+    row = malloc((size_t) cols * sizeof(float));
+    w = malloc(rb * (size_t) rows);
+    best = 0.0;
+
+    if (x == NULL || out == NULL || row == NULL || w == NULL) {
+        goto done;
+    }
+
+    rng = 0x2545f4914f6cdd1dULL;
+
+    for (int64_t i = 0; i < n_tok * cols + rows * cols; i++) {
+        float  v;
+
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        v = (float) (rng % 2001) / 1000.0f - 1.0f;
+
+        if (i < n_tok * cols) {
+            x[i] = v;
+            continue;
+        }
+
+        row[(i - n_tok * cols) % cols] = v * 0.05f;
+
+        if ((i - n_tok * cols) % cols == cols - 1) {
+            (void) llm_quantize_row(type, row,
+                                    w + rb * (size_t) ((i - n_tok * cols)
+                                                       / cols), cols);
+        }
+    }
+
+    if (llm_matmul_reserve(n_tok, cols, NULL) != LLM_OK) {
+        goto done;
+    }
+
+    best = 1e30;
+
+    for (int r = 0; r < reps; r++) {
+        c0 = llm_bench_cpu();
+        llm_matmul(out, x, n_tok, w, type, rows, cols);
+        dt = llm_bench_cpu() - c0;
+        best = dt < best ? dt : best;
+    }
+
+done:
+
+    free(x);
+    free(out);
+    free(row);
+    free(w);
+
+    return best;
 }
 
 
