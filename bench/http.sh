@@ -77,16 +77,35 @@ get() {
     sed -n "s/^$2: //p" "$RUN/$1.txt" | head -1
 }
 
+# cpu_ticks PID: user + system clock ticks the process has used
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# perf_profile LOADGEN_PID: 4 s of perf on the engine and a worker, and
+# how the CPU time of that window splits between the processes
 perf_profile() {
-    local w
+    local w p pids t1 hz
 
     w=$(stack_workers | head -1)
+    pids="$ENGINE_PID $(stack_workers | tr '\n' ' ') $1"
+    declare -A t0
+    for p in $pids; do t0[$p]=$(cpu_ticks "$p"); done
+
     perf record -g -p "$ENGINE_PID" -o "$RUN/perf.engine" -- sleep 4 \
         > /dev/null 2>&1 &
     perf record -g -p "$w" -o "$RUN/perf.nginx" -- sleep 4 \
-        > /dev/null 2>&1 &
-    wait "$!" 2>/dev/null || true
-    sleep 0.5
+        > /dev/null 2>&1
+    wait
+    hz=$(getconf CLK_TCK)
+
+    echo "== CPU in the 4 s window (seconds; 2 CPUs = 8 s)" >&2
+    for p in $pids; do
+        t1=$(cpu_ticks "$p")
+        printf '%-8s %-12s %5.2f\n' "$p" "$(cat "/proc/$p/comm" 2>/dev/null)" \
+            "$(awk -v a="${t0[$p]}" -v b="$t1" -v hz="$hz" \
+                'BEGIN { print (b - a) / hz }')" >&2
+    done
     for p in engine nginx; do
         echo "== perf: $p" >&2
         perf report -i "$RUN/perf.$p" --stdio --no-children 2>/dev/null \
@@ -110,7 +129,7 @@ if [ "${PERF:-0}" = 1 ]; then
         > "$RUN/perf-load.txt" 2>&1 &
     lg=$!
     sleep 2
-    perf_profile
+    perf_profile "$lg"
     wait "$lg" || true
 fi
 
