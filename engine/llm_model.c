@@ -1,7 +1,7 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * Decoder-only transformers of the llama family on the CPU:
+ * Decoder-only transformers of the llama family:
  *
  *   x = token_embd[token]
  *   for each layer:
@@ -30,6 +30,11 @@
  * Weights stay in the mapped file in their stored type.  Tensor shapes
  * are ggml's: ne[0] is the input width (contiguous), ne[1] the output
  * width, so row r of a weight is output r.
+ *
+ * The arithmetic runs on a backend (llm_backend.h: the CPU, or a GPU),
+ * which this file only calls: it never touches an activation itself.
+ * The model is cut into shards, one backend each (--tp N: tensor
+ * parallelism); with one shard, the shard is the whole model.
  */
 
 #include <limits.h>
@@ -38,10 +43,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm_backend.h"
 #include "llm_gguf.h"
 #include "llm_model.h"
 #include "llm_quant.h"
-#include "llm_threads.h"
 #include "llm_tokenizer.h"
 
 
@@ -50,11 +55,7 @@
 #define LLM_LOGIT_ROWS         16      /* logits rows per classifier pass
                                         * when they go to separate
                                         * buffers */
-#define LLM_ATT_TILE           128     /* positions scored at a time */
 #define LLM_KV_SEQ_BLOCK       64      /* block size of an llm_kv_t */
-#define LLM_ATT_INLINE         65536   /* attention multiply-adds of a
-                                        * step below which threads cost
-                                        * more than they save */
 
 
 typedef enum {
@@ -62,16 +63,6 @@ typedef enum {
     LLM_ARCH_QWEN2,
     LLM_ARCH_QWEN3
 } llm_arch_e;
-
-
-/* a weight matrix in the map: rows x cols of type */
-typedef struct {
-    const void      *data;
-    uint32_t         type;
-    int              rows;          /* output width (ne[1]) */
-    int              cols;          /* input width (ne[0]) */
-    size_t           row_bytes;
-} llm_mat_t;
 
 
 typedef struct {
@@ -92,6 +83,9 @@ typedef struct {
 } llm_layer_t;
 
 
+/* the model's weights in the mapped file (llm_model_t.w), or a shard's
+ * share of them in its backend's memory, where q_dim, kv_dim and n_ff
+ * above are the shard's */
 typedef struct {
     llm_mat_t        token_embd;    /* (n_vocab, d) */
     const float     *output_norm;   /* (d) f32 */
@@ -115,28 +109,62 @@ typedef struct {
 
 
 /*
- * The activations of one step of up to max_batch tokens (T below), one
- * row per token.  Allocated at load and by llm_model_set_max_batch,
- * never during a step.
+ * A step of up to max_batch tokens (T below), one row per token, as the
+ * host describes it to the backends, and where the logits come back.
+ * Allocated at load and by llm_model_set_max_batch, never during a step.
  */
 typedef struct {
     int              max_batch;
-    float           *x;             /* (T, d) residual stream */
+    float           *logits;        /* (min(T, LLM_LOGIT_ROWS), n_vocab)
+                                     * host memory */
+    int32_t         *tokens;        /* (T) */
+    int32_t         *tok_pos;       /* (T) position of each token */
+    int32_t         *tok_seg;       /* (T) its segment */
+    const int32_t  **seg_blocks;    /* (T) each segment's block table */
+    int32_t         *seg_nblocks;   /* (T) and the entries it needs */
+    llm_seg_t       *segs;          /* (T) */
+} llm_state_t;
+
+
+/* a shard's activations for a step: backend memory, one allocation */
+typedef struct {
+    void            *mem;
+    float           *x;             /* (T, d) residual stream: every shard
+                                     * holds all of it */
     float           *xb;            /* (T, d) normed input of a block */
-    float           *xb2;           /* (T, d) output of a block */
+    float           *xb2;           /* (T, d) output of a block (before
+                                     * the shards' sum) */
     float           *q;             /* (T, q_dim) */
     float           *k;             /* (T, kv_dim) the step's keys */
     float           *v;             /* (T, kv_dim) and values */
     float           *att_out;       /* (T, q_dim) */
     float           *hb;            /* (T, n_ff) gate */
     float           *hb2;           /* (T, n_ff) up */
-    float           *rope_cos;      /* (T, n_rot / 2) */
-    float           *rope_sin;      /* (T, n_rot / 2) */
-    float           *logits;        /* (min(T, LLM_LOGIT_ROWS), n_vocab) */
-    int32_t         *tok_pos;       /* (T) position of each token */
-    int32_t         *tok_seg;       /* (T) its segment */
-    llm_seg_t       *segs;          /* (T) */
-} llm_state_t;
+    float           *rope_cs;       /* (T, n_rot) cos, then sin */
+} llm_act_t;
+
+
+/*
+ * One shard: its backend, the query heads, KV heads and FFN columns it
+ * computes, its share of the weights and its activations.  Shard 0 also
+ * computes the logits.
+ */
+typedef struct {
+    llm_backend_t   *be;
+    int              head0;         /* first query head */
+    int              n_head;
+    int              kv_head0;
+    int              n_head_kv;
+    int              q_dim;         /* n_head * head_dim */
+    int              kv_dim;        /* n_head_kv * head_dim */
+    int              ff0;           /* first FFN column */
+    int              n_ff;
+    llm_weights_t    w;
+    llm_act_t        a;
+    void           **owned;         /* host copies made for this shard
+                                     * (column slices), freed with it */
+    int              n_owned;
+} llm_shard_t;
 
 
 struct llm_model_s {
@@ -150,8 +178,12 @@ struct llm_model_s {
     int               q_dim;        /* n_head * head_dim */
     int               kv_dim;       /* n_head_kv * head_dim */
     int               max_cols;     /* widest matmul input */
-    llm_weights_t     w;
+    llm_weights_t     w;            /* in the map */
     llm_state_t       s;
+    int               n_shards;
+    llm_shard_t      *shards;       /* (n_shards) */
+    llm_backend_t   **group;        /* (n_shards) their backends */
+    float           **partial;      /* (n_shards) each one's xb2 */
     llm_gguf_t       *gguf;
     llm_tokenizer_t  *tok;
 };
@@ -166,30 +198,24 @@ typedef struct {
 } llm_kv_mark_t;
 
 
+/*
+ * The pool's blocks are split by KV heads: shard i holds the channels
+ * of its heads, kv[i].kv_dim of kv_dim, in its backend's memory.
+ * Blocks cross to the host (llm_kv_block_read) in the layout of one
+ * shard, whatever the shards, so that stored blocks fit any of them.
+ */
 struct llm_kv_pool_s {
     const llm_model_t  *model;
     int                 n_blocks;
     int                 block_size;
     int                 kv_dim;
-    size_t              layer_floats;   /* 2 * block_size * kv_dim: the
-                                         * keys, then the values */
-    size_t              block_floats;   /* n_layer * layer_floats */
-    size_t              block_bytes;
-    float              *data;           /* (n_blocks, n_layer, 2,
-                                         * block_size, kv_dim) f32 */
+    size_t              block_bytes;    /* all shards' */
+    llm_kv_buf_t       *kv;             /* (n_shards) */
+    float              *scratch;        /* one shard's block, host
+                                         * memory, when n_shards > 1 */
     uint32_t            step;
     llm_kv_mark_t      *mark;           /* (n_blocks) */
 };
-
-
-/* attention of one layer of a step, as tasks for the thread pool: one
- * per (token, kv head), covering the query heads that share it */
-typedef struct {
-    const llm_model_t    *m;
-    const llm_kv_pool_t  *p;
-    const llm_seg_t      *segs;
-    int                   layer;
-} llm_att_job_t;
 
 
 /* one sequence: a pool of its own, blocks in order */
@@ -208,9 +234,22 @@ static int llm_model_arch(llm_model_t *m, const char *arch, size_t len,
 static int llm_model_rope_scaling(llm_model_t *m, llm_err_t *err);
 static int llm_model_weights(llm_model_t *m, llm_err_t *err);
 static int llm_model_layer(llm_model_t *m, int i, llm_err_t *err);
+static int llm_model_shards(llm_model_t *m, const llm_model_opts_t *o,
+    llm_err_t *err);
+static int llm_shard_weights(llm_model_t *m, llm_shard_t *sh, int first,
+    llm_err_t *err);
+static int llm_shard_mat(llm_shard_t *sh, llm_mat_t *dst,
+    const llm_mat_t *src, int row0, int n_rows, int col0, int n_cols,
+    llm_err_t *err);
+static int llm_shard_vec(llm_shard_t *sh, const float **dst,
+    const float *src, int off, int n, llm_err_t *err);
+static void llm_shard_free(llm_shard_t *sh);
 static int llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     llm_err_t *err);
 static void llm_state_free(llm_state_t *s);
+static int llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a,
+    int max_batch, llm_err_t *err);
+static void llm_act_free(llm_shard_t *sh, llm_act_t *a);
 static int llm_tensor(llm_model_t *m, const char *name, int64_t ne0,
     int64_t ne1, int required, const llm_gguf_tensor_t **out,
     llm_err_t *err);
@@ -222,33 +261,44 @@ static int llm_vec(llm_model_t *m, const float **w, const char *name,
     int64_t n, int required, llm_err_t *err);
 static int llm_model_u32(llm_model_t *m, const char *key, int required,
     uint32_t def, uint32_t *out, llm_err_t *err);
+static int llm_kv_block_copy(llm_kv_pool_t *p, int32_t block, float *host,
+    int out);
 static int llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
     const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err);
-static void llm_forward(llm_model_t *m, llm_kv_pool_t *p,
-    const llm_seg_t *segs, int n_segs, int n_tok);
+static int llm_forward(llm_model_t *m, llm_kv_pool_t *p,
+    const llm_seg_t *segs, int n_segs, int n_tok, llm_err_t *err);
+static void llm_forward_layers(llm_model_t *m, llm_kv_pool_t *p,
+    int n_tok);
 static void llm_forward_logits(llm_model_t *m, const llm_seg_t *segs,
     int n_segs);
-static void llm_attend_task(void *arg, int64_t task, int thread);
-static void llm_attend(const llm_model_t *m, const llm_kv_pool_t *p,
-    const int32_t *blocks, int layer, int n_pos, int kv_head,
-    const float *q, float *out);
-static void llm_rope_table(const llm_model_t *m, int pos, float *cos_t,
-    float *sin_t);
-static void llm_mm(float *out, const float *x, int n_tok,
-    const llm_mat_t *w);
-static void rmsnorm(float *out, const float *x, const float *w, int n,
-    float eps);
-static void rope(float *v, int n_heads, int head_dim, int n_rot, int neox,
-    const float *cos_t, const float *sin_t);
+static void llm_allreduce(llm_model_t *m, int64_t n);
 
 
 int
 llm_model_load(llm_model_t **out, const char *path, llm_err_t *err)
 {
-    llm_model_t  *m;
+    return llm_model_load_opts(out, path, NULL, err);
+}
+
+
+int
+llm_model_load_opts(llm_model_t **out, const char *path,
+    const llm_model_opts_t *opts, llm_err_t *err)
+{
+    llm_model_t       *m;
+    llm_model_opts_t   o;
 
     *out = NULL;
     llm_quant_init();
+
+    memset(&o, 0, sizeof(o));
+    if (opts != NULL) {
+        o = *opts;
+    }
+
+    if (o.tp <= 0) {
+        o.tp = 1;
+    }
 
     m = calloc(1, sizeof(llm_model_t));
     if (m == NULL) {
@@ -259,7 +309,8 @@ llm_model_load(llm_model_t **out, const char *path, llm_err_t *err)
         || llm_model_hparams(m, err) != LLM_OK
         || llm_tokenizer_from_gguf(&m->tok, m->gguf, err) != LLM_OK
         || llm_model_weights(m, err) != LLM_OK
-        || llm_state_alloc(m, &m->s, LLM_MAX_BATCH_DEFAULT, err) != LLM_OK)
+        || llm_model_shards(m, &o, err) != LLM_OK
+        || llm_model_set_max_batch(m, LLM_MAX_BATCH_DEFAULT, err) != LLM_OK)
     {
         llm_model_free(m);
         return LLM_ERR;
@@ -278,10 +329,37 @@ llm_model_free(llm_model_t *m)
     }
 
     llm_state_free(&m->s);
+
+    /* the activations, then the backends with the weights they hold */
+    for (int i = 0; i < m->n_shards; i++) {
+        llm_act_free(&m->shards[i], &m->shards[i].a);
+    }
+
+    for (int i = 0; i < m->n_shards; i++) {
+        llm_shard_free(&m->shards[i]);
+    }
+
+    free(m->shards);
+    free(m->group);
+    free(m->partial);
     free(m->w.layers);
     llm_tokenizer_free(m->tok);
     llm_gguf_close(m->gguf);
     free(m);
+}
+
+
+const char *
+llm_model_backend(const llm_model_t *m)
+{
+    return m->shards[0].be->name;
+}
+
+
+int
+llm_model_tp(const llm_model_t *m)
+{
+    return m->n_shards;
 }
 
 
@@ -309,7 +387,9 @@ llm_model_gguf(const llm_model_t *m)
 int
 llm_model_set_max_batch(llm_model_t *m, int max_batch, llm_err_t *err)
 {
-    llm_state_t  s;
+    int           i;
+    llm_act_t     a[LLM_TP_MAX];
+    llm_state_t   s;
 
     if (max_batch <= 0 || max_batch > LLM_MAX_BATCH_LIMIT) {
         return llm_err_set(err, LLM_EINVAL,
@@ -321,13 +401,33 @@ llm_model_set_max_batch(llm_model_t *m, int max_batch, llm_err_t *err)
         return LLM_OK;
     }
 
-    /* the old buffers stay until the new ones exist */
+    /* the old buffers stay until all the new ones exist */
+
     if (llm_state_alloc(m, &s, max_batch, err) != LLM_OK) {
         return LLM_ERR;
     }
 
+    for (i = 0; i < m->n_shards; i++) {
+        if (llm_act_alloc(m, &m->shards[i], &a[i], max_batch, err)
+            != LLM_OK)
+        {
+            while (i-- > 0) {
+                llm_act_free(&m->shards[i], &a[i]);
+            }
+
+            llm_state_free(&s);
+            return LLM_ERR;
+        }
+    }
+
     llm_state_free(&m->s);
     m->s = s;
+
+    for (i = 0; i < m->n_shards; i++) {
+        llm_act_free(&m->shards[i], &m->shards[i].a);
+        m->shards[i].a = a[i];
+        m->partial[i] = a[i].xb2;
+    }
 
     return LLM_OK;
 }
@@ -890,76 +990,256 @@ llm_vec(llm_model_t *m, const float **w, const char *name, int64_t n,
 }
 
 
-/* the step's buffers for max_batch tokens: one block of floats, one of
- * token indices, one of segments, each checked */
+/*
+ * Cuts the model into o->tp shards, one backend each, and gives each
+ * its share of the weights.  With one shard on the CPU, the shard's
+ * weights are the model's, in the map.
+ */
+static int
+llm_model_shards(llm_model_t *m, const llm_model_opts_t *o, llm_err_t *err)
+{
+    int            n;
+    llm_shard_t   *sh;
+    llm_config_t  *c;
+
+    c = &m->config;
+    n = o->tp;
+
+    if (n != 1) {
+        return llm_err_set(err, LLM_EUNSUPPORTED,
+                           "%s: tensor parallelism (--tp %d) is not "
+                           "built in", llm_gguf_path(m->gguf), n);
+    }
+
+    m->shards = calloc((size_t) n, sizeof(llm_shard_t));
+    m->group = calloc((size_t) n, sizeof(llm_backend_t *));
+    m->partial = calloc((size_t) n, sizeof(float *));
+
+    if (m->shards == NULL || m->group == NULL || m->partial == NULL) {
+        return llm_err_set(err, LLM_ENOMEM, "%s: out of memory",
+                           llm_gguf_path(m->gguf));
+    }
+
+    for (int i = 0; i < n; i++) {
+        sh = &m->shards[i];
+
+        sh->be = llm_backend_open(o->backend, o->device + i, err);
+        if (sh->be == NULL) {
+            return LLM_ERR;
+        }
+
+        m->n_shards = i + 1;
+        m->group[i] = sh->be;
+
+        sh->head0 = 0;
+        sh->n_head = c->n_head;
+        sh->kv_head0 = 0;
+        sh->n_head_kv = c->n_head_kv;
+        sh->ff0 = 0;
+        sh->n_ff = c->n_ff;
+        sh->q_dim = sh->n_head * c->head_dim;
+        sh->kv_dim = sh->n_head_kv * c->head_dim;
+
+        if (llm_shard_weights(m, sh, i == 0, err) != LLM_OK) {
+            return LLM_ERR;
+        }
+    }
+
+    return LLM_OK;
+}
+
+
+/* the shard's slices of every weight, in its backend; the embedding on
+ * every shard (each holds the residual stream), the classifier on the
+ * first only */
+static int
+llm_shard_weights(llm_model_t *m, llm_shard_t *sh, int first,
+    llm_err_t *err)
+{
+    int             d, hd, qo, ko, n_layer;
+    llm_layer_t    *l, *src;
+    llm_weights_t  *w;
+
+    d = m->config.n_embd;
+    hd = m->config.head_dim;
+    n_layer = m->config.n_layer;
+    qo = sh->head0 * hd;
+    ko = sh->kv_head0 * hd;
+    w = &sh->w;
+
+    if (llm_shard_mat(sh, &w->token_embd, &m->w.token_embd, 0,
+                      m->w.token_embd.rows, 0, d, err) != LLM_OK
+        || (m->w.rope_freqs != NULL
+            && llm_shard_vec(sh, &w->rope_freqs, m->w.rope_freqs, 0,
+                             m->n_rot / 2, err) != LLM_OK))
+    {
+        return LLM_ERR;
+    }
+
+    if (first) {
+        if (llm_shard_vec(sh, &w->output_norm, m->w.output_norm, 0, d, err)
+            != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+
+        if (m->w.output.data == m->w.token_embd.data) {
+            w->output = w->token_embd;
+
+        } else if (llm_shard_mat(sh, &w->output, &m->w.output, 0,
+                                 m->w.output.rows, 0, d, err) != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+    }
+
+    w->layers = calloc((size_t) n_layer, sizeof(llm_layer_t));
+    if (w->layers == NULL) {
+        return llm_err_set(err, LLM_ENOMEM, "out of memory");
+    }
+
+    for (int i = 0; i < n_layer; i++) {
+        l = &w->layers[i];
+        src = &m->w.layers[i];
+
+        if (llm_shard_vec(sh, &l->attn_norm, src->attn_norm, 0, d, err)
+                != LLM_OK
+            || llm_shard_mat(sh, &l->wq, &src->wq, qo, sh->q_dim, 0, d, err)
+                != LLM_OK
+            || llm_shard_mat(sh, &l->wk, &src->wk, ko, sh->kv_dim, 0, d,
+                             err) != LLM_OK
+            || llm_shard_mat(sh, &l->wv, &src->wv, ko, sh->kv_dim, 0, d,
+                             err) != LLM_OK
+            || llm_shard_vec(sh, &l->bq, src->bq, qo, sh->q_dim, err)
+                != LLM_OK
+            || llm_shard_vec(sh, &l->bk, src->bk, ko, sh->kv_dim, err)
+                != LLM_OK
+            || llm_shard_vec(sh, &l->bv, src->bv, ko, sh->kv_dim, err)
+                != LLM_OK
+            || llm_shard_vec(sh, &l->q_norm, src->q_norm, 0, hd, err)
+                != LLM_OK
+            || llm_shard_vec(sh, &l->k_norm, src->k_norm, 0, hd, err)
+                != LLM_OK
+            || llm_shard_mat(sh, &l->wo, &src->wo, 0, d, qo, sh->q_dim, err)
+                != LLM_OK
+            || llm_shard_vec(sh, &l->ffn_norm, src->ffn_norm, 0, d, err)
+                != LLM_OK
+            || llm_shard_mat(sh, &l->w_gate, &src->w_gate, sh->ff0,
+                             sh->n_ff, 0, d, err) != LLM_OK
+            || llm_shard_mat(sh, &l->w_up, &src->w_up, sh->ff0, sh->n_ff,
+                             0, d, err) != LLM_OK
+            || llm_shard_mat(sh, &l->w_down, &src->w_down, 0, d, sh->ff0,
+                             sh->n_ff, err) != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+    }
+
+    return LLM_OK;
+}
+
+
+/*
+ * dst = rows [row0, row0 + n_rows) and columns [col0, col0 + n_cols) of
+ * src (in the map), in the shard's backend.  Whole rows are contiguous
+ * in the map and go as they are.
+ */
+static int
+llm_shard_mat(llm_shard_t *sh, llm_mat_t *dst, const llm_mat_t *src,
+    int row0, int n_rows, int col0, int n_cols, llm_err_t *err)
+{
+    const char  *p;
+
+    if (col0 != 0 || n_cols != src->cols) {
+        return llm_err_set(err, LLM_EUNSUPPORTED,
+                           "column slices are not built in");
+    }
+
+    p = (const char *) src->data + (size_t) row0 * src->row_bytes;
+
+    *dst = *src;
+    dst->rows = n_rows;
+    dst->data = sh->be->upload(sh->be, p, (size_t) n_rows * src->row_bytes,
+                               err);
+
+    return dst->data != NULL ? LLM_OK : LLM_ERR;
+}
+
+
+/* dst = src[off, off + n) in the shard's backend; NULL stays NULL */
+static int
+llm_shard_vec(llm_shard_t *sh, const float **dst, const float *src,
+    int off, int n, llm_err_t *err)
+{
+    *dst = NULL;
+
+    if (src == NULL) {
+        return LLM_OK;
+    }
+
+    *dst = sh->be->upload(sh->be, src + off, (size_t) n * sizeof(float),
+                          err);
+
+    return *dst != NULL ? LLM_OK : LLM_ERR;
+}
+
+
+/* the backend first: its uploads may point into the host copies */
+static void
+llm_shard_free(llm_shard_t *sh)
+{
+    llm_backend_close(sh->be);
+    sh->be = NULL;
+
+    for (int i = 0; i < sh->n_owned; i++) {
+        free(sh->owned[i]);
+    }
+
+    free(sh->owned);
+    free(sh->w.layers);
+}
+
+
+/* the host side of a step of max_batch tokens: one block of floats,
+ * one of token indices, one of pointers, one of segments, each checked */
 static int
 llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     llm_err_t *err)
 {
-    int            d, half, n_logit;
-    size_t         per_tok, n, nl;
-    float         *p;
-    llm_config_t  *c;
+    int     n_logit;
+    size_t  nl;
 
-    c = &m->config;
-    d = c->n_embd;
-    half = m->n_rot / 2;
     n_logit = max_batch < LLM_LOGIT_ROWS ? max_batch : LLM_LOGIT_ROWS;
 
     memset(s, 0, sizeof(llm_state_t));
 
-    per_tok = 3 * (size_t) d + 2 * (size_t) m->q_dim
-              + 2 * (size_t) m->kv_dim + 2 * (size_t) c->n_ff
-              + 2 * (size_t) half;
-
-    if (llm_mul_size(per_tok, (size_t) max_batch, &n) != 0
-        || llm_mul_size((size_t) n_logit, (size_t) c->n_vocab, &nl) != 0
-        || llm_add_size(n, nl, &n) != 0
-        || llm_mul_size(n, sizeof(float), &n) != 0)
+    if (llm_mul_size((size_t) n_logit, (size_t) m->config.n_vocab, &nl)
+        != 0
+        || llm_mul_size(nl, sizeof(float), &nl) != 0)
     {
         return llm_err_set(err, LLM_ENOMEM,
                            "%s: buffers for a batch of %d overflow",
                            llm_gguf_path(m->gguf), max_batch);
     }
 
-    p = malloc(n);
-    s->tok_pos = malloc(2 * (size_t) max_batch * sizeof(int32_t));
+    s->logits = malloc(nl);
+    s->tokens = malloc(4 * (size_t) max_batch * sizeof(int32_t));
+    s->seg_blocks = malloc((size_t) max_batch * sizeof(int32_t *));
     s->segs = malloc((size_t) max_batch * sizeof(llm_seg_t));
 
-    if (p == NULL || s->tok_pos == NULL || s->segs == NULL) {
-        free(p);
-        free(s->tok_pos);
-        free(s->segs);
-        s->tok_pos = NULL;
-        s->segs = NULL;
+    if (s->logits == NULL || s->tokens == NULL || s->seg_blocks == NULL
+        || s->segs == NULL)
+    {
+        llm_state_free(s);
         return llm_err_set(err, LLM_ENOMEM,
-                           "%s: out of memory for a batch of %d tokens "
-                           "(%zu bytes)", llm_gguf_path(m->gguf),
-                           max_batch, n);
+                           "%s: out of memory for a batch of %d tokens",
+                           llm_gguf_path(m->gguf), max_batch);
     }
 
     s->max_batch = max_batch;
+    s->tok_pos = s->tokens + max_batch;
     s->tok_seg = s->tok_pos + max_batch;
-
-    s->x = p;
-    s->xb = s->x + (size_t) max_batch * d;
-    s->xb2 = s->xb + (size_t) max_batch * d;
-    s->q = s->xb2 + (size_t) max_batch * d;
-    s->k = s->q + (size_t) max_batch * m->q_dim;
-    s->v = s->k + (size_t) max_batch * m->kv_dim;
-    s->att_out = s->v + (size_t) max_batch * m->kv_dim;
-    s->hb = s->att_out + (size_t) max_batch * m->q_dim;
-    s->hb2 = s->hb + (size_t) max_batch * c->n_ff;
-    s->rope_cos = s->hb2 + (size_t) max_batch * c->n_ff;
-    s->rope_sin = s->rope_cos + (size_t) max_batch * half;
-    s->logits = s->rope_sin + (size_t) max_batch * half;
-
-    /* llm_matmul's own buffer for its prepared input, so that it does
-     * not allocate during a step either */
-    if (llm_matmul_reserve(max_batch, m->max_cols, err) != LLM_OK) {
-        llm_state_free(s);
-        return LLM_ERR;
-    }
+    s->seg_nblocks = s->tok_seg + max_batch;
 
     return LLM_OK;
 }
@@ -968,10 +1248,82 @@ llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
 static void
 llm_state_free(llm_state_t *s)
 {
-    free(s->x);
-    free(s->tok_pos);
+    free(s->logits);
+    free(s->tokens);
+    free((void *) s->seg_blocks);
     free(s->segs);
     memset(s, 0, sizeof(llm_state_t));
+}
+
+
+/* a shard's activations for max_batch tokens, in one buffer of its
+ * backend, and the backend's scratch for steps of that size */
+static int
+llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
+    llm_err_t *err)
+{
+    int             d;
+    size_t          per_tok, n;
+    float          *p;
+    llm_reserve_t   r;
+
+    d = m->config.n_embd;
+
+    memset(a, 0, sizeof(llm_act_t));
+
+    per_tok = 3 * (size_t) d + 2 * (size_t) sh->q_dim
+              + 2 * (size_t) sh->kv_dim + 2 * (size_t) sh->n_ff
+              + (size_t) m->n_rot;
+
+    if (llm_mul_size(per_tok, (size_t) max_batch, &n) != 0
+        || llm_mul_size(n, sizeof(float), &n) != 0)
+    {
+        return llm_err_set(err, LLM_ENOMEM,
+                           "%s: buffers for a batch of %d overflow",
+                           llm_gguf_path(m->gguf), max_batch);
+    }
+
+    a->mem = sh->be->alloc(sh->be, n, err);
+    if (a->mem == NULL) {
+        return LLM_ERR;
+    }
+
+    p = a->mem;
+    a->x = p;
+    a->xb = a->x + (size_t) max_batch * d;
+    a->xb2 = a->xb + (size_t) max_batch * d;
+    a->q = a->xb2 + (size_t) max_batch * d;
+    a->k = a->q + (size_t) max_batch * sh->q_dim;
+    a->v = a->k + (size_t) max_batch * sh->kv_dim;
+    a->att_out = a->v + (size_t) max_batch * sh->kv_dim;
+    a->hb = a->att_out + (size_t) max_batch * sh->q_dim;
+    a->hb2 = a->hb + (size_t) max_batch * sh->n_ff;
+    a->rope_cs = a->hb2 + (size_t) max_batch * sh->n_ff;
+
+    r.max_tok = max_batch;
+    r.max_cols = m->max_cols;
+    r.max_rows = m->config.n_vocab > m->max_cols ? m->config.n_vocab
+                                                 : m->max_cols;
+    r.n_head = sh->n_head;
+    r.head_dim = m->config.head_dim;
+
+    if (sh->be->reserve(sh->be, &r, err) != LLM_OK) {
+        llm_act_free(sh, a);
+        return LLM_ERR;
+    }
+
+    return LLM_OK;
+}
+
+
+static void
+llm_act_free(llm_shard_t *sh, llm_act_t *a)
+{
+    if (a->mem != NULL) {
+        sh->be->free(sh->be, a->mem);
+    }
+
+    memset(a, 0, sizeof(llm_act_t));
 }
 
 
@@ -997,8 +1349,10 @@ llm_kv_pool_t *
 llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     llm_err_t *err)
 {
-    size_t          bytes, n;
-    llm_kv_pool_t  *p;
+    size_t              bytes, n, most;
+    llm_kv_buf_t       *kv;
+    llm_kv_pool_t      *p;
+    const llm_shard_t  *sh;
 
     /* positions are ints: a sequence can use the whole pool */
     if (m == NULL || n_blocks <= 0 || block_size <= 0
@@ -1027,25 +1381,52 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     p->n_blocks = n_blocks;
     p->block_size = block_size;
     p->kv_dim = m->kv_dim;
-    p->layer_floats = 2 * (size_t) block_size * (size_t) m->kv_dim;
-    p->block_floats = p->layer_floats * (size_t) m->config.n_layer;
     p->block_bytes = bytes;
 
-    /* zeroed, so that a position nobody wrote reads as zeros, not as
-     * another request's keys */
-    p->data = calloc(1, n);
-    if (p->data == NULL) {
-        llm_kv_pool_free(p);
-        llm_err_set(err, LLM_ENOMEM,
-                    "out of memory for a KV pool of %zu bytes", n);
-        return NULL;
-    }
-
+    p->kv = calloc((size_t) m->n_shards, sizeof(llm_kv_buf_t));
     p->mark = calloc((size_t) n_blocks, sizeof(llm_kv_mark_t));
-    if (p->mark == NULL) {
+
+    if (p->kv == NULL || p->mark == NULL) {
         llm_kv_pool_free(p);
         llm_err_set(err, LLM_ENOMEM, "out of memory for the KV pool");
         return NULL;
+    }
+
+    most = 0;
+
+    for (int i = 0; i < m->n_shards; i++) {
+        sh = &m->shards[i];
+        kv = &p->kv[i];
+
+        kv->n_blocks = n_blocks;
+        kv->block_size = block_size;
+        kv->n_layer = m->config.n_layer;
+        kv->kv_dim = sh->kv_dim;
+        kv->layer_floats = 2 * (size_t) block_size * (size_t) sh->kv_dim;
+        kv->block_floats = kv->layer_floats * (size_t) kv->n_layer;
+
+        if (kv->block_floats > most) {
+            most = kv->block_floats;
+        }
+
+        /* zeroed, so that a position nobody wrote reads as zeros, not
+         * as another request's keys; a shard's share is at most the
+         * whole, so the product cannot overflow */
+        kv->data = sh->be->alloc(sh->be, kv->block_floats * sizeof(float)
+                                         * (size_t) n_blocks, err);
+        if (kv->data == NULL) {
+            llm_kv_pool_free(p);
+            return NULL;
+        }
+    }
+
+    if (m->n_shards > 1) {
+        p->scratch = malloc(most * sizeof(float));
+        if (p->scratch == NULL) {
+            llm_kv_pool_free(p);
+            llm_err_set(err, LLM_ENOMEM, "out of memory for the KV pool");
+            return NULL;
+        }
     }
 
     return p;
@@ -1055,13 +1436,88 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
 void
 llm_kv_pool_free(llm_kv_pool_t *p)
 {
+    llm_backend_t  *be;
+
     if (p == NULL) {
         return;
     }
 
-    free(p->data);
+    if (p->kv != NULL) {
+        for (int i = 0; i < p->model->n_shards; i++) {
+            be = p->model->shards[i].be;
+
+            if (p->kv[i].data != NULL) {
+                be->free(be, p->kv[i].data);
+            }
+        }
+    }
+
+    free(p->kv);
+    free(p->scratch);
     free(p->mark);
     free(p);
+}
+
+
+/*
+ * A block crosses in one layout: (n_layer, 2, block_size, kv_dim), each
+ * row of kv_dim the channels of every shard in turn.  With shards, each
+ * one's share goes through the scratch.
+ */
+static int
+llm_kv_block_copy(llm_kv_pool_t *p, int32_t block, float *host, int out)
+{
+    int                 off, w;
+    size_t              rows;
+    float              *dev, *a, *b;
+    llm_err_t           err;
+    llm_backend_t      *be;
+    const llm_kv_buf_t *kv;
+
+    memset(&err, 0, sizeof(err));
+    rows = (size_t) p->model->config.n_layer * 2 * (size_t) p->block_size;
+    off = 0;
+
+    for (int i = 0; i < p->model->n_shards; i++) {
+        be = p->model->shards[i].be;
+        kv = &p->kv[i];
+        dev = kv->data + (size_t) block * kv->block_floats;
+        w = kv->kv_dim;
+
+        if (p->model->n_shards == 1) {
+            return out ? be->read(be, host, dev, p->block_bytes, &err)
+                       : be->write(be, dev, host, p->block_bytes, &err);
+        }
+
+        if (out && be->read(be, p->scratch, dev,
+                            kv->block_floats * sizeof(float), &err)
+                   != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+
+        for (size_t r = 0; r < rows; r++) {
+            a = host + r * (size_t) p->kv_dim + off;
+            b = p->scratch + r * (size_t) w;
+
+            if (out) {
+                memcpy(a, b, (size_t) w * sizeof(float));
+            } else {
+                memcpy(b, a, (size_t) w * sizeof(float));
+            }
+        }
+
+        if (!out && be->write(be, dev, p->scratch,
+                              kv->block_floats * sizeof(float), &err)
+                    != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+
+        off += w;
+    }
+
+    return LLM_OK;
 }
 
 
@@ -1075,9 +1531,8 @@ llm_kv_block_read(const llm_kv_pool_t *p, int32_t block, void *buf,
         return LLM_ERR;
     }
 
-    memcpy(buf, p->data + (size_t) block * p->block_floats, len);
-
-    return LLM_OK;
+    /* the scratch is the pool's own, not its contents */
+    return llm_kv_block_copy((llm_kv_pool_t *) p, block, buf, 1);
 }
 
 
@@ -1091,9 +1546,7 @@ llm_kv_block_write(llm_kv_pool_t *p, int32_t block, const void *buf,
         return LLM_ERR;
     }
 
-    memcpy(p->data + (size_t) block * p->block_floats, buf, len);
-
-    return LLM_OK;
+    return llm_kv_block_copy(p, block, (float *) buf, 0);
 }
 
 
@@ -1216,7 +1669,10 @@ llm_model_forward(llm_model_t *m, llm_kv_t *kv, const int32_t *tokens,
             seg.logits = i + c == n ? logits : NULL;
         }
 
-        llm_forward(m, kv->pool, &seg, 1, c);
+        if (llm_forward(m, kv->pool, &seg, 1, c, err) != LLM_OK) {
+            return LLM_ERR;
+        }
+
         kv->n_pos = pos + i + c;
     }
 
@@ -1259,7 +1715,12 @@ llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
 
         for (int done = 0; done < q->n_tokens; done += n) {
             if (n_tok == max) {
-                llm_forward(m, pool, m->s.segs, n_segs, n_tok);
+                if (llm_forward(m, pool, m->s.segs, n_segs, n_tok, err)
+                    != LLM_OK)
+                {
+                    return LLM_ERR;
+                }
+
                 n_segs = 0;
                 n_tok = 0;
             }
@@ -1281,9 +1742,7 @@ llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
         }
     }
 
-    llm_forward(m, pool, m->s.segs, n_segs, n_tok);
-
-    return LLM_OK;
+    return llm_forward(m, pool, m->s.segs, n_segs, n_tok, err);
 }
 
 
@@ -1398,190 +1857,267 @@ llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
 
 /*
  * One step over n_tok tokens (at most max_batch), in segments of one
- * sequence each, already checked.  Reads like the diagram at the top;
- * every matmul takes all n_tok rows at once.
+ * sequence each, already checked: the step's description for the
+ * backends, the layers (recorded once and replayed for a decode shape
+ * where the backend can), then the classifier.
  */
-static void
+static int
 llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
-    int n_segs, int n_tok)
+    int n_segs, int n_tok, llm_err_t *err)
 {
-    int                 d, hd, half, t, pos;
-    float              *q, *k, *v, *kc, *vc;
-    int64_t             work;
-    llm_state_t        *s;
-    llm_layer_t        *l;
-    llm_config_t       *c;
-    llm_att_job_t       job;
-    const llm_seg_t    *seg;
+    int             t, rc, replay;
+    uint64_t        key;
+    llm_step_t      st;
+    llm_state_t    *s;
+    llm_backend_t  *be;
 
-    c = &m->config;
     s = &m->s;
-    d = c->n_embd;
-    hd = c->head_dim;
-    half = m->n_rot / 2;
-    work = 0;
-
-    /* each token's sequence, position, embedding row (decoded from its
-     * stored type) and rotation angles */
 
     t = 0;
     for (int i = 0; i < n_segs; i++) {
+        s->seg_blocks[i] = segs[i].blocks;
+        s->seg_nblocks[i] = (segs[i].pos + segs[i].n - 1) / p->block_size
+                            + 1;
+
         for (int j = 0; j < segs[i].n; j++, t++) {
+            s->tokens[t] = segs[i].tokens[j];
             s->tok_seg[t] = i;
             s->tok_pos[t] = segs[i].pos + j;
-
-            (void) llm_dequant_row(m->w.token_embd.type,
-                                   (const char *) m->w.token_embd.data
-                                   + (size_t) segs[i].tokens[j]
-                                     * m->w.token_embd.row_bytes,
-                                   s->x + (size_t) t * d, d);
-
-            llm_rope_table(m, s->tok_pos[t], s->rope_cos + (size_t) t * half,
-                           s->rope_sin + (size_t) t * half);
-
-            work += (int64_t) (s->tok_pos[t] + 1) * m->q_dim;
         }
     }
 
-    job.m = m;
-    job.p = p;
-    job.segs = segs;
+    st.n_tok = n_tok;
+    st.tokens = s->tokens;
+    st.pos = s->tok_pos;
+    st.seg = s->tok_seg;
+    st.n_segs = n_segs;
+    st.blocks = s->seg_blocks;
+    st.n_blocks = s->seg_nblocks;
+    st.decode = n_segs == n_tok;
 
-    for (int li = 0; li < c->n_layer; li++) {
-        l = &m->w.layers[li];
+    for (int i = 0; i < m->n_shards; i++) {
+        be = m->shards[i].be;
 
-        for (t = 0; t < n_tok; t++) {
-            rmsnorm(s->xb + (size_t) t * d, s->x + (size_t) t * d,
-                    l->attn_norm, d, c->norm_eps);
+        if (be->step(be, &st, err) != LLM_OK) {
+            return LLM_ERR;
         }
+    }
 
-        llm_mm(s->q, s->xb, n_tok, &l->wq);
-        llm_mm(s->k, s->xb, n_tok, &l->wk);
-        llm_mm(s->v, s->xb, n_tok, &l->wv);
+    /* a graph per decode shape: one shard only, as the shards of a
+     * group would have to record their collectives together */
 
-        /* biases, per-head norms and rotation; then each key and value
-         * goes to its position's slot in its sequence's blocks */
+    be = m->shards[0].be;
+    replay = 0;
+    key = (uint64_t) n_tok;
 
-        for (t = 0; t < n_tok; t++) {
-            q = s->q + (size_t) t * m->q_dim;
-            k = s->k + (size_t) t * m->kv_dim;
-            v = s->v + (size_t) t * m->kv_dim;
-
-            if (l->bq != NULL) {
-                for (int i = 0; i < m->q_dim; i++) {
-                    q[i] += l->bq[i];
-                }
-            }
-
-            if (l->bk != NULL) {
-                for (int i = 0; i < m->kv_dim; i++) {
-                    k[i] += l->bk[i];
-                }
-            }
-
-            if (l->bv != NULL) {
-                for (int i = 0; i < m->kv_dim; i++) {
-                    v[i] += l->bv[i];
-                }
-            }
-
-            if (l->q_norm != NULL) {
-                for (int h = 0; h < c->n_head; h++) {
-                    rmsnorm(q + (size_t) h * hd, q + (size_t) h * hd,
-                            l->q_norm, hd, c->norm_eps);
-                }
-
-                for (int h = 0; h < c->n_head_kv; h++) {
-                    rmsnorm(k + (size_t) h * hd, k + (size_t) h * hd,
-                            l->k_norm, hd, c->norm_eps);
-                }
-            }
-
-            rope(q, c->n_head, hd, m->n_rot, m->rope_neox,
-                 s->rope_cos + (size_t) t * half,
-                 s->rope_sin + (size_t) t * half);
-            rope(k, c->n_head_kv, hd, m->n_rot, m->rope_neox,
-                 s->rope_cos + (size_t) t * half,
-                 s->rope_sin + (size_t) t * half);
-
-            seg = &segs[s->tok_seg[t]];
-            pos = s->tok_pos[t];
-
-            kc = p->data
-                 + (size_t) seg->blocks[pos / p->block_size]
-                   * p->block_floats
-                 + (size_t) li * p->layer_floats
-                 + (size_t) (pos % p->block_size) * p->kv_dim;
-            vc = kc + (size_t) p->block_size * p->kv_dim;
-
-            memcpy(kc, k, (size_t) m->kv_dim * sizeof(float));
-            memcpy(vc, v, (size_t) m->kv_dim * sizeof(float));
+    if (st.decode && m->n_shards == 1 && be->graph_begin != NULL) {
+        replay = be->graph_begin(be, key, err);
+        if (replay < 0) {
+            return LLM_ERR;
         }
+    }
 
-        /* attention of each query head over its sequence's positions
-         * 0..pos, the step's own keys included */
+    if (!replay) {
+        llm_forward_layers(m, p, n_tok);
+    }
 
-        job.layer = li;
-
-        if (work < LLM_ATT_INLINE) {
-            for (int64_t i = 0; i < (int64_t) n_tok * c->n_head_kv; i++) {
-                llm_attend_task(&job, i, 0);
-            }
-
-        } else {
-            llm_threads_run(llm_attend_task, &job,
-                            (int64_t) n_tok * c->n_head_kv);
-        }
-
-        llm_mm(s->xb2, s->att_out, n_tok, &l->wo);
-
-        for (size_t i = 0; i < (size_t) n_tok * d; i++) {
-            s->x[i] += s->xb2[i];
-        }
-
-        /* SwiGLU feed-forward */
-
-        for (t = 0; t < n_tok; t++) {
-            rmsnorm(s->xb + (size_t) t * d, s->x + (size_t) t * d,
-                    l->ffn_norm, d, c->norm_eps);
-        }
-
-        llm_mm(s->hb, s->xb, n_tok, &l->w_gate);
-        llm_mm(s->hb2, s->xb, n_tok, &l->w_up);
-
-        for (size_t i = 0; i < (size_t) n_tok * c->n_ff; i++) {
-            float  g = s->hb[i];
-
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-        }
-
-        llm_mm(s->xb2, s->hb, n_tok, &l->w_down);
-
-        for (size_t i = 0; i < (size_t) n_tok * d; i++) {
-            s->x[i] += s->xb2[i];
-        }
+    if (st.decode && m->n_shards == 1 && be->graph_end != NULL
+        && be->graph_end(be, key, err) != LLM_OK)
+    {
+        return LLM_ERR;
     }
 
     llm_forward_logits(m, segs, n_segs);
+
+    rc = LLM_OK;
+
+    for (int i = 0; i < m->n_shards; i++) {
+        be = m->shards[i].be;
+
+        if (be->sync(be, err) != LLM_OK) {
+            rc = LLM_ERR;
+        }
+    }
+
+    return rc;
 }
 
 
 /*
- * The classifier, only on the rows that want logits.  A segment that
- * wants every row writes straight into its caller's buffer; the last
- * rows of the others are gathered LLM_LOGIT_ROWS at a time, so that the
- * output matrix (the largest) is read once per that many sequences.
+ * The layers, reading like the diagram at the top; every matmul takes
+ * all n_tok rows at once.  Each shard computes its heads and FFN
+ * columns; the outputs of the attention and FFN blocks are its share
+ * of a sum over the shards, which llm_allreduce completes.  A block's
+ * residual add is fused with the norm of the next.
+ */
+static void
+llm_forward_layers(llm_model_t *m, llm_kv_pool_t *p, int n_tok)
+{
+    int                 d, hd, last;
+    llm_act_t          *a;
+    llm_shard_t        *sh;
+    llm_rope_t          rope;
+    llm_config_t       *c;
+    llm_layer_t        *l;
+    llm_backend_t      *be;
+    const llm_kv_buf_t *kv;
+
+    c = &m->config;
+    d = c->n_embd;
+    hd = c->head_dim;
+    last = c->n_layer - 1;
+
+    rope.n_rot = m->n_rot;
+    rope.base = c->rope_base;
+    rope.scale = m->rope_scale;
+
+    /* each token's embedding row (decoded from its stored type) and
+     * rotation angles */
+
+    for (int i = 0; i < m->n_shards; i++) {
+        sh = &m->shards[i];
+        be = sh->be;
+        rope.freqs = sh->w.rope_freqs;
+
+        be->embed(be, sh->a.x, &sh->w.token_embd);
+        be->rope_cache(be, sh->a.rope_cs, &rope);
+        be->rmsnorm(be, sh->a.xb, sh->a.x, sh->w.layers[0].attn_norm,
+                    n_tok, d, c->norm_eps);
+    }
+
+    for (int li = 0; li < c->n_layer; li++) {
+
+        for (int i = 0; i < m->n_shards; i++) {
+            sh = &m->shards[i];
+            be = sh->be;
+            a = &sh->a;
+            l = &sh->w.layers[li];
+            kv = &p->kv[i];
+
+            be->matmul(be, a->q, a->xb, n_tok, &l->wq);
+            be->matmul(be, a->k, a->xb, n_tok, &l->wk);
+            be->matmul(be, a->v, a->xb, n_tok, &l->wv);
+
+            /* biases, per-head norms and rotation; then each key and
+             * value goes to its position's slot in its sequence's
+             * blocks */
+
+            if (l->bq != NULL) {
+                be->add_rows(be, a->q, l->bq, n_tok, sh->q_dim);
+            }
+
+            if (l->bk != NULL) {
+                be->add_rows(be, a->k, l->bk, n_tok, sh->kv_dim);
+            }
+
+            if (l->bv != NULL) {
+                be->add_rows(be, a->v, l->bv, n_tok, sh->kv_dim);
+            }
+
+            if (l->q_norm != NULL) {
+                be->rmsnorm(be, a->q, a->q, l->q_norm,
+                            (int64_t) n_tok * sh->n_head, hd, c->norm_eps);
+                be->rmsnorm(be, a->k, a->k, l->k_norm,
+                            (int64_t) n_tok * sh->n_head_kv, hd,
+                            c->norm_eps);
+            }
+
+            be->rope(be, a->q, sh->n_head, hd, m->n_rot, m->rope_neox,
+                     a->rope_cs);
+            be->rope(be, a->k, sh->n_head_kv, hd, m->n_rot, m->rope_neox,
+                     a->rope_cs);
+
+            be->kv_store(be, kv, li, a->k, a->v);
+
+            /* attention of each query head over its sequence's
+             * positions 0..pos, the step's own keys included */
+
+            be->attention(be, a->att_out, a->q, kv, li, sh->n_head, hd);
+
+            be->matmul(be, a->xb2, a->att_out, n_tok, &l->wo);
+        }
+
+        llm_allreduce(m, (int64_t) n_tok * d);
+
+        /* SwiGLU feed-forward */
+
+        for (int i = 0; i < m->n_shards; i++) {
+            sh = &m->shards[i];
+            be = sh->be;
+            a = &sh->a;
+            l = &sh->w.layers[li];
+
+            be->add_rmsnorm(be, a->xb, a->x, a->xb2, l->ffn_norm, n_tok, d,
+                            c->norm_eps);
+
+            be->matmul(be, a->hb, a->xb, n_tok, &l->w_gate);
+            be->matmul(be, a->hb2, a->xb, n_tok, &l->w_up);
+            be->silu_mul(be, a->hb, a->hb2, (int64_t) n_tok * sh->n_ff);
+            be->matmul(be, a->xb2, a->hb, n_tok, &l->w_down);
+        }
+
+        llm_allreduce(m, (int64_t) n_tok * d);
+
+        for (int i = 0; i < m->n_shards; i++) {
+            sh = &m->shards[i];
+            be = sh->be;
+            a = &sh->a;
+
+            if (li < last) {
+                be->add_rmsnorm(be, a->xb, a->x, a->xb2,
+                                sh->w.layers[li + 1].attn_norm, n_tok, d,
+                                c->norm_eps);
+
+            } else {
+                be->add(be, a->x, a->xb2, (int64_t) n_tok * d);
+            }
+        }
+    }
+}
+
+
+/* the shards' shares of a block's output (xb2) summed on every shard */
+static void
+llm_allreduce(llm_model_t *m, int64_t n)
+{
+    llm_err_t       err;
+    llm_backend_t  *be;
+
+    if (m->n_shards == 1) {
+        return;
+    }
+
+    /* a failure is recorded by the backend and reported at sync */
+    memset(&err, 0, sizeof(err));
+    be = m->shards[0].be;
+    (void) be->allreduce(m->group, m->n_shards, m->partial, n, &err);
+}
+
+
+/*
+ * The classifier on the first shard, only on the rows that want logits.
+ * A segment that wants every row writes straight into its caller's
+ * buffer; the last rows of the others are gathered LLM_LOGIT_ROWS at a
+ * time, so that the output matrix (the largest) is read once per that
+ * many sequences.
  */
 static void
 llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
 {
     int             d, n_vocab, t, rows;
     int             pending[LLM_LOGIT_ROWS];
+    float          *x, *xb;
     llm_state_t    *s;
     llm_config_t   *c;
+    llm_shard_t    *sh;
+    llm_backend_t  *be;
 
     c = &m->config;
     s = &m->s;
+    sh = &m->shards[0];
+    be = sh->be;
+    x = sh->a.x;
+    xb = sh->a.xb;
     d = c->n_embd;
     n_vocab = c->n_vocab;
     rows = 0;
@@ -1592,10 +2128,11 @@ llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
             /* flush the gathered rows; one goes straight to its buffer */
 
             if (rows == 1) {
-                llm_mm(segs[pending[0]].logits, s->xb, 1, &m->w.output);
+                be->matmul_host(be, segs[pending[0]].logits, xb, 1,
+                                &sh->w.output);
 
             } else if (rows > 1) {
-                llm_mm(s->logits, s->xb, rows, &m->w.output);
+                be->matmul_host(be, s->logits, xb, rows, &sh->w.output);
 
                 for (int r = 0; r < rows; r++) {
                     memcpy(segs[pending[r]].logits,
@@ -1614,226 +2151,19 @@ llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
         if (segs[i].logits != NULL && segs[i].all) {
             /* rows t.. of xb are past every gathered row (one per
              * earlier segment at most) */
-            for (int j = 0; j < segs[i].n; j++) {
-                rmsnorm(s->xb + (size_t) (t + j) * d,
-                        s->x + (size_t) (t + j) * d, m->w.output_norm, d,
-                        c->norm_eps);
-            }
+            be->rmsnorm(be, xb + (size_t) t * d, x + (size_t) t * d,
+                        sh->w.output_norm, segs[i].n, d, c->norm_eps);
 
-            llm_mm(segs[i].logits, s->xb + (size_t) t * d, segs[i].n,
-                   &m->w.output);
+            be->matmul_host(be, segs[i].logits, xb + (size_t) t * d,
+                            segs[i].n, &sh->w.output);
 
         } else if (segs[i].logits != NULL) {
-            rmsnorm(s->xb + (size_t) rows * d,
-                    s->x + (size_t) (t + segs[i].n - 1) * d,
-                    m->w.output_norm, d, c->norm_eps);
+            be->rmsnorm(be, xb + (size_t) rows * d,
+                        x + (size_t) (t + segs[i].n - 1) * d,
+                        sh->w.output_norm, 1, d, c->norm_eps);
             pending[rows++] = i;
         }
 
         t += segs[i].n;
-    }
-}
-
-
-/* task: token task / n_head_kv, the query heads of kv head
- * task % n_head_kv */
-static void
-llm_attend_task(void *arg, int64_t task, int thread)
-{
-    int                  t, g, hd, kv_mul;
-    llm_att_job_t       *job;
-    const llm_state_t   *s;
-    const llm_config_t  *c;
-
-    (void) thread;
-
-    job = arg;
-    c = &job->m->config;
-    s = &job->m->s;
-    hd = c->head_dim;
-    kv_mul = c->n_head / c->n_head_kv;
-    t = (int) (task / c->n_head_kv);
-    g = (int) (task % c->n_head_kv);
-
-    for (int h = g * kv_mul; h < (g + 1) * kv_mul; h++) {
-        llm_attend(job->m, job->p, job->segs[s->tok_seg[t]].blocks,
-                   job->layer, s->tok_pos[t] + 1, g,
-                   s->q + (size_t) t * job->m->q_dim + (size_t) h * hd,
-                   s->att_out + (size_t) t * job->m->q_dim
-                   + (size_t) h * hd);
-    }
-}
-
-
-/*
- * out (head_dim) = softmax(q . K / sqrt(head_dim)) V over positions
- * 0..n_pos-1 of kv head kv_head in layer, read through the block table.
- * Scores are taken LLM_ATT_TILE positions at a time with a running
- * maximum, rescaling what is summed so far when it grows, so no buffer
- * depends on the context length.  The tiles start at position 0
- * whatever the blocks are, so a sequence's result does not depend on
- * the block size or on the rest of the batch.
- */
-static void
-llm_attend(const llm_model_t *m, const llm_kv_pool_t *p,
-    const int32_t *blocks, int layer, int n_pos, int kv_head,
-    const float *q, float *out)
-{
-    int           hd, bs, tn, pos;
-    float         sc[LLM_ATT_TILE], scale, mx, tmx, r, e, dot;
-    double        sum;
-    const float  *kt, *vt, *base;
-
-    hd = m->config.head_dim;
-    bs = p->block_size;
-    scale = 1.0f / sqrtf((float) hd);
-    mx = -INFINITY;
-    sum = 0.0;
-
-    memset(out, 0, (size_t) hd * sizeof(float));
-
-    for (int t0 = 0; t0 < n_pos; t0 += LLM_ATT_TILE) {
-        tn = n_pos - t0 < LLM_ATT_TILE ? n_pos - t0 : LLM_ATT_TILE;
-        tmx = mx;
-
-        for (int j = 0; j < tn; j++) {
-            pos = t0 + j;
-            base = p->data + (size_t) blocks[pos / bs] * p->block_floats
-                   + (size_t) layer * p->layer_floats;
-            kt = base + (size_t) (pos % bs) * p->kv_dim
-                 + (size_t) kv_head * hd;
-
-            dot = 0.0f;
-            for (int i = 0; i < hd; i++) {
-                dot += q[i] * kt[i];
-            }
-
-            sc[j] = dot * scale;
-            if (sc[j] > tmx) {
-                tmx = sc[j];
-            }
-        }
-
-        if (tmx > mx) {
-            /* 0 on the first tile, where nothing is summed yet */
-            r = expf(mx - tmx);
-            sum *= r;
-
-            for (int i = 0; i < hd; i++) {
-                out[i] *= r;
-            }
-
-            mx = tmx;
-        }
-
-        for (int j = 0; j < tn; j++) {
-            pos = t0 + j;
-            base = p->data + (size_t) blocks[pos / bs] * p->block_floats
-                   + (size_t) layer * p->layer_floats;
-            vt = base + (size_t) (bs + pos % bs) * p->kv_dim
-                 + (size_t) kv_head * hd;
-
-            e = expf(sc[j] - mx);
-            sum += e;
-
-            for (int i = 0; i < hd; i++) {
-                out[i] += e * vt[i];
-            }
-        }
-    }
-
-    r = (float) (1.0 / sum);
-
-    for (int i = 0; i < hd; i++) {
-        out[i] *= r;
-    }
-}
-
-
-/* rotation angles of a position: theta_i = pos * base^(-2i/n_rot),
- * stepped as llama.cpp steps them, divided by the Llama 3.1 factor and
- * by the linear scaling factor */
-static void
-llm_rope_table(const llm_model_t *m, int pos, float *cos_t, float *sin_t)
-{
-    int    n_rot;
-    float  theta, theta_scale, t;
-
-    n_rot = m->n_rot;
-    theta_scale = powf(m->config.rope_base, -2.0f / (float) n_rot);
-    theta = (float) pos;
-
-    for (int i = 0; i < n_rot / 2; i++) {
-        t = theta;
-
-        if (m->w.rope_freqs != NULL) {
-            t /= m->w.rope_freqs[i];
-        }
-
-        t *= m->rope_scale;
-
-        cos_t[i] = cosf(t);
-        sin_t[i] = sinf(t);
-        theta *= theta_scale;
-    }
-}
-
-
-/*
- * out (n_tok, rows) = x (n_tok, cols) W^T: the hot spot, nearly all the
- * time of a step.  llm_matmul (engine/llm_quant.c) rounds or quantizes
- * x as llama.cpp does for the weights' type and splits the rows over
- * the thread pool.
- */
-static void
-llm_mm(float *out, const float *x, int n_tok, const llm_mat_t *w)
-{
-    llm_matmul(out, x, n_tok, w->data, w->type, w->rows, w->cols);
-}
-
-
-static void
-rmsnorm(float *out, const float *x, const float *w, int n, float eps)
-{
-    float   scale;
-    double  ss;
-
-    ss = 0.0;
-    for (int i = 0; i < n; i++) {
-        ss += x[i] * x[i];
-    }
-
-    scale = 1.0f / sqrtf((float) (ss / n) + eps);
-
-    for (int i = 0; i < n; i++) {
-        out[i] = x[i] * scale * w[i];
-    }
-}
-
-
-/* rotates pairs of the first n_rot dims of each head: adjacent ones
- * (v[2i], v[2i+1]), the layout GGUF llama files are converted to, or
- * halves (v[i], v[i + n_rot/2]) for neox */
-static void
-rope(float *v, int n_heads, int head_dim, int n_rot, int neox,
-    const float *cos_t, const float *sin_t)
-{
-    int     a, b, half;
-    float   x0, x1, *p;
-
-    half = n_rot / 2;
-
-    for (int h = 0; h < n_heads; h++) {
-        p = v + (size_t) h * head_dim;
-
-        for (int i = 0; i < half; i++) {
-            a = neox ? i : 2 * i;
-            b = neox ? i + half : 2 * i + 1;
-
-            x0 = p[a];
-            x1 = p[b];
-            p[a] = x0 * cos_t[i] - x1 * sin_t[i];
-            p[b] = x0 * sin_t[i] + x1 * cos_t[i];
-        }
     }
 }

@@ -32,9 +32,30 @@ typedef struct {
 } llm_config_t;
 
 
+#define LLM_TP_MAX  16     /* shards of a model at most */
+
+
+/* where a model computes */
+typedef struct {
+    const char  *backend;    /* "cpu" (NULL), "cuda" or "auto": cuda
+                              * where a GPU is usable, else the CPU */
+    int          device;     /* GPU of the first shard; shard i runs on
+                              * device + i */
+    int          tp;         /* shards (tensor parallelism over heads and
+                              * FFN columns); 0 is 1 */
+} llm_model_opts_t;
+
+
 /* maps and validates path; on failure *out is NULL and err says why */
 int llm_model_load(llm_model_t **out, const char *path, llm_err_t *err);
+/* the same, computing where opts says (NULL: one shard on the CPU) */
+int llm_model_load_opts(llm_model_t **out, const char *path,
+    const llm_model_opts_t *opts, llm_err_t *err);
 void llm_model_free(llm_model_t *m);
+
+/* the backend computing ("cpu", "cuda") and over how many shards */
+const char *llm_model_backend(const llm_model_t *m);
+int llm_model_tp(const llm_model_t *m);
 
 const llm_config_t *llm_model_config(const llm_model_t *m);
 const llm_tokenizer_t *llm_model_tokenizer(const llm_model_t *m);

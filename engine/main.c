@@ -41,6 +41,9 @@ typedef struct {
     uint64_t     seed;
     int          have_seed;
     int          no_bos;
+    long         tp;
+    long         device;
+    const char  *backend;
 } llm_opts_t;
 
 
@@ -55,6 +58,7 @@ static int llm_cmd_generate(llm_opts_t *o);
 static int llm_cmd_tokenize(llm_opts_t *o);
 static int llm_cmd_logits(llm_opts_t *o);
 static char *llm_read_file(const char *path, size_t *len);
+static int llm_load(const llm_opts_t *o, llm_model_t **m, llm_err_t *err);
 
 
 int
@@ -145,7 +149,14 @@ llm_usage(FILE *f)
         "                                 JSON\n"
         "  render --template FILE --messages JSON|@FILE [--bos S] [--eos S]\n"
         "         [--date D] [--vars JSON|@FILE] [--no-generation-prompt]\n"
-        "                                 print a chat template's rendering\n",
+        "                                 print a chat template's rendering\n"
+        "\n"
+        "  generate, logits, bench and serve also take\n"
+        "    --backend cpu|cuda|auto      where to compute (cpu; auto: a\n"
+        "                                 GPU if one is usable)\n"
+        "    --device N                   the first GPU (0)\n"
+        "    --tp N                       split heads and FFN columns over\n"
+        "                                 N shards (shard i: GPU device+i)\n",
         LLM_DEFAULT_MAX_TOKENS);
 }
 
@@ -215,6 +226,20 @@ llm_parse_opts(int argc, char **argv, llm_opts_t *o)
 
         } else if (strcmp(name, "--top-p") == 0) {
             if (llm_parse_float(name, val, &o->top_p) != LLM_OK) {
+                return LLM_ERR;
+            }
+
+        } else if (strcmp(name, "--backend") == 0) {
+            o->backend = val;
+
+        } else if (strcmp(name, "--device") == 0) {
+            if (llm_parse_long(name, val, 0, 1024, &o->device) != LLM_OK) {
+                return LLM_ERR;
+            }
+
+        } else if (strcmp(name, "--tp") == 0) {
+            if (llm_parse_long(name, val, 1, LLM_TP_MAX, &o->tp) != LLM_OK)
+            {
                 return LLM_ERR;
             }
 
@@ -297,7 +322,7 @@ llm_cmd_generate(llm_opts_t *o)
         return llm_fail("generate: --prompt is required");
     }
 
-    if (llm_model_load(&m, o->model, &err) != LLM_OK) {
+    if (llm_load(o, &m, &err) != LLM_OK) {
         return llm_fail("%s", err.errstr);
     }
 
@@ -536,7 +561,7 @@ llm_cmd_logits(llm_opts_t *o)
         p = end + 1;
     }
 
-    if (llm_model_load(&m, o->model, &err) != LLM_OK) {
+    if (llm_load(o, &m, &err) != LLM_OK) {
         free(tokens);
         return llm_fail("%s", err.errstr);
     }
@@ -593,6 +618,21 @@ done:
     }
 
     return rc;
+}
+
+
+/* the model where --backend, --device and --tp say */
+static int
+llm_load(const llm_opts_t *o, llm_model_t **m, llm_err_t *err)
+{
+    llm_model_opts_t  mo;
+
+    memset(&mo, 0, sizeof(mo));
+    mo.backend = o->backend;
+    mo.device = (int) o->device;
+    mo.tp = (int) o->tp;
+
+    return llm_model_load_opts(m, o->model, &mo, err);
 }
 
 

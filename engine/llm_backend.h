@@ -1,0 +1,229 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * The compute backends behind one function table.  The model code
+ * (llm_model.c) allocates, uploads and computes through llm_backend_t
+ * only and never sees a CUDA type; the CPU backend (llm_backend_cpu.c)
+ * is the reference every other one is tested against, the CUDA backend
+ * is llm_backend_cuda.c.
+ *
+ * Buffers are backend memory: host memory on the CPU, device memory on
+ * a GPU.  The model code may offset a pointer inside a buffer it got
+ * from alloc or upload, never dereference one; bytes cross with write
+ * and read.  Activations are f32 with rows contiguous: "(T, d)" is T
+ * rows of d floats.
+ *
+ * Ops run in the order they are issued (at once on the CPU, on one
+ * stream on a GPU) and return nothing: a backend records the first
+ * error of a step and sync() reports it, as a GPU reports a fault late.
+ * Every op of a step works on the step's tokens (T = st->n_tok) as
+ * step() described them; the members marked optional may be NULL.
+ */
+
+#ifndef LLM_BACKEND_H
+#define LLM_BACKEND_H
+
+#include "llm_common.h"
+
+
+typedef struct llm_backend_s  llm_backend_t;
+
+
+/* a weight matrix as GGUF stores it: rows x cols of ggml type type, row
+ * r (output r) at data + r * row_bytes; cols is whole blocks */
+typedef struct {
+    const void      *data;          /* backend memory */
+    uint32_t         type;
+    int              rows;          /* output width (ne[1]) */
+    int              cols;          /* input width (ne[0]) */
+    size_t           row_bytes;
+} llm_mat_t;
+
+
+/* rotation angles: theta_i = pos * base^(-2i/n_rot) / freqs[i] * scale */
+typedef struct {
+    int              n_rot;         /* rotated dims per head (even) */
+    float            base;
+    float            scale;         /* 1 / the linear scaling factor */
+    const float     *freqs;         /* (n_rot / 2) f32 backend memory, or
+                                     * NULL: Llama 3.1's factors */
+} llm_rope_t;
+
+
+/*
+ * One step: T tokens of one or more sequences ("segments"), host
+ * memory, valid until step() is called again.  Position p of segment s
+ * is slot p % block_size of block blocks[s][p / block_size].
+ */
+typedef struct {
+    int              n_tok;
+    const int32_t   *tokens;        /* (T) */
+    const int32_t   *pos;           /* (T) position of each token */
+    const int32_t   *seg;           /* (T) its segment, non-decreasing */
+    int              n_segs;
+    const int32_t  **blocks;        /* (n_segs) block tables */
+    const int32_t   *n_blocks;      /* (n_segs) entries each one needs:
+                                     * its last position / bs + 1 */
+    int              decode;        /* one token per segment: the shape
+                                     * a graph may replay */
+} llm_step_t;
+
+
+/*
+ * One share of a paged KV cache: every block holds keys then values of
+ * every layer for block_size positions and kv_dim channels (the KV
+ * heads this backend computes).
+ */
+typedef struct {
+    float           *data;          /* (n_blocks, n_layer, 2, block_size,
+                                     * kv_dim) f32, backend memory */
+    int              n_blocks;
+    int              block_size;
+    int              n_layer;
+    int              kv_dim;
+    size_t           layer_floats;  /* 2 * block_size * kv_dim */
+    size_t           block_floats;  /* n_layer * layer_floats */
+} llm_kv_buf_t;
+
+
+/* what the ops of a step may need at most, to size scratch up front */
+typedef struct {
+    int              max_tok;       /* tokens per step */
+    int              max_cols;      /* widest matmul input */
+    int              max_rows;      /* widest matmul output */
+    int              n_head;        /* query heads of this backend */
+    int              head_dim;
+} llm_reserve_t;
+
+
+struct llm_backend_s {
+    const char      *name;          /* "cpu", "cuda" */
+    int              device;        /* GPU number, -1 on the CPU */
+    int              host_mem;      /* buffers are host memory: upload
+                                     * returns the caller's bytes, which
+                                     * must outlive their use */
+    void            *data;          /* the backend's own state */
+
+    void  (*destroy)(llm_backend_t *be);
+
+    /* memory; alloc returns zeroed memory, aligned for any op */
+    void *(*alloc)(llm_backend_t *be, size_t size, llm_err_t *err);
+    void  (*free)(llm_backend_t *be, void *p);
+    /* read-only weights; freed with the backend */
+    const void *(*upload)(llm_backend_t *be, const void *host, size_t size,
+                          llm_err_t *err);
+    /* host <-> buffer, complete when they return */
+    int   (*write)(llm_backend_t *be, void *dst, const void *src,
+                   size_t size, llm_err_t *err);
+    int   (*read)(llm_backend_t *be, void *dst, const void *src,
+                  size_t size, llm_err_t *err);
+    /* waits for every op issued; returns the first error since the last
+     * sync (and clears it) */
+    int   (*sync)(llm_backend_t *be, llm_err_t *err);
+
+    /* sizes the scratch of the ops (nothing allocates during a step);
+     * ops beyond it may be slow, or fail at sync */
+    int   (*reserve)(llm_backend_t *be, const llm_reserve_t *r,
+                     llm_err_t *err);
+
+    /* starts a step: the ops below work on its tokens */
+    int   (*step)(llm_backend_t *be, const llm_step_t *st, llm_err_t *err);
+
+    /* out (T, embd->cols) = the rows of the step's tokens, decoded */
+    void  (*embed)(llm_backend_t *be, float *out, const llm_mat_t *embd);
+
+    /* out (n_rows, dim) = x / rms(x) * w (dim) f32, row by row; out may
+     * be x */
+    void  (*rmsnorm)(llm_backend_t *be, float *out, const float *x,
+                     const float *w, int64_t n_rows, int dim, float eps);
+
+    /* x (n_rows, dim) += y; then out (n_rows, dim) = rmsnorm(x) * w:
+     * the residual add and the next block's norm in one pass */
+    void  (*add_rmsnorm)(llm_backend_t *be, float *out, float *x,
+                         const float *y, const float *w, int64_t n_rows,
+                         int dim, float eps);
+
+    /* out (n, w->rows) = x (n, w->cols) W^T, any supported type */
+    void  (*matmul)(llm_backend_t *be, float *out, const float *x, int n,
+                    const llm_mat_t *w);
+
+    /* the same, out in host memory and written when it returns: the
+     * classifier, straight into the caller's logits */
+    void  (*matmul_host)(llm_backend_t *be, float *out, const float *x,
+                         int n, const llm_mat_t *w);
+
+    /* x (n) += y (n) */
+    void  (*add)(llm_backend_t *be, float *x, const float *y, int64_t n);
+
+    /* x (n_rows, dim) += b (dim), each row: biases */
+    void  (*add_rows)(llm_backend_t *be, float *x, const float *b,
+                      int64_t n_rows, int dim);
+
+    /* cs (T, n_rot): cos of the n_rot / 2 angles of each token's
+     * position, then their sin */
+    void  (*rope_cache)(llm_backend_t *be, float *cs, const llm_rope_t *r);
+
+    /* rotates the first n_rot dims of each head of x (T, n_heads *
+     * head_dim) by cs: pairs (2i, 2i+1), or (i, i + n_rot/2) for neox */
+    void  (*rope)(llm_backend_t *be, float *x, int n_heads, int head_dim,
+                  int n_rot, int neox, const float *cs);
+
+    /* k, v (T, kv->kv_dim) into layer's slots of each token's position */
+    void  (*kv_store)(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
+                      const float *k, const float *v);
+
+    /* out (T, n_head * head_dim) = softmax(q K^T / sqrt(head_dim)) V for
+     * each query head of q (same shape), over its segment's positions
+     * 0..pos; query head h reads KV head h / (n_head / n_head_kv), where
+     * n_head_kv = kv->kv_dim / head_dim */
+    void  (*attention)(llm_backend_t *be, float *out, const float *q,
+                       const llm_kv_buf_t *kv, int layer, int n_head,
+                       int head_dim);
+
+    /* g (n) = silu(g) * u (n): SwiGLU */
+    void  (*silu_mul)(llm_backend_t *be, float *g, const float *u,
+                      int64_t n);
+
+    /* optional: makes group[0..n) (backends of this kind, shard i on
+     * group[i]) one tensor-parallel group, for allreduce; errors of the
+     * group's collectives are fatal from then on */
+    int   (*group)(llm_backend_t **group, int n, llm_err_t *err);
+
+    /* optional: bufs[i] (count) of group[i], a backend of this kind,
+     * each becomes the sum of all of them, added in group order so that
+     * every shard holds the same bits (tensor parallelism) */
+    int   (*allreduce)(llm_backend_t **group, int n, float **bufs,
+                       int64_t count, llm_err_t *err);
+
+    /*
+     * optional: recording a step's ops once and replaying them (CUDA
+     * graphs).  graph_begin returns 1 if a recording for key exists and
+     * was launched (issue nothing until graph_end), 0 if the ops to
+     * issue now are being recorded (or not, when recording fails: the
+     * ops then run as usual).  Whatever the step reads that changes
+     * between replays must come through step().
+     */
+    int   (*graph_begin)(llm_backend_t *be, uint64_t key, llm_err_t *err);
+    int   (*graph_end)(llm_backend_t *be, uint64_t key, llm_err_t *err);
+};
+
+
+/*
+ * Opens a backend: "cpu", "cuda" (GPU device), or "auto": cuda where a
+ * usable GPU is, else the CPU with a log line.  NULL name is "cpu".
+ */
+llm_backend_t *llm_backend_open(const char *name, int device,
+    llm_err_t *err);
+void llm_backend_close(llm_backend_t *be);
+
+llm_backend_t *llm_backend_cpu_new(llm_err_t *err);
+
+/* NULL, err saying why, where the build has no CUDA or device is not a
+ * usable GPU */
+llm_backend_t *llm_backend_cuda_new(int device, llm_err_t *err);
+
+/* GPUs the CUDA backend could open: 0 without CUDA or a driver */
+int llm_backend_cuda_devices(void);
+
+
+#endif /* LLM_BACKEND_H */

@@ -1,0 +1,640 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * The CPU backend: the reference for every other backend and the twin
+ * of every CUDA kernel (t/gpu/test_kernels.c compares them).  Buffers
+ * are host memory and weights stay where the caller has them (the
+ * mapped GGUF file); matrix products go to llm_matmul (llm_quant.c),
+ * attention runs on the thread pool (llm_threads.h), the rest are plain
+ * loops.  Nothing here fails after start-up, so sync() has nothing to
+ * report.
+ */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm_backend.h"
+#include "llm_log.h"
+#include "llm_quant.h"
+#include "llm_threads.h"
+
+
+#define LLM_ATT_TILE           128     /* positions scored at a time */
+#define LLM_ATT_INLINE         65536   /* attention multiply-adds of a
+                                        * step below which threads cost
+                                        * more than they save */
+
+
+typedef struct {
+    llm_step_t           st;        /* the current step (host memory) */
+} llm_cpu_t;
+
+
+/* attention of one layer of a step, as tasks for the thread pool: one
+ * per (token, kv head), covering the query heads that share it */
+typedef struct {
+    const llm_step_t    *st;
+    const llm_kv_buf_t  *kv;
+    const float         *q;
+    float               *out;
+    int                  layer;
+    int                  n_head;
+    int                  n_head_kv;
+    int                  head_dim;
+} llm_att_job_t;
+
+
+static void llm_cpu_destroy(llm_backend_t *be);
+static void *llm_cpu_alloc(llm_backend_t *be, size_t size, llm_err_t *err);
+static void llm_cpu_free(llm_backend_t *be, void *p);
+static const void *llm_cpu_upload(llm_backend_t *be, const void *host,
+    size_t size, llm_err_t *err);
+static int llm_cpu_copy(llm_backend_t *be, void *dst, const void *src,
+    size_t size, llm_err_t *err);
+static int llm_cpu_sync(llm_backend_t *be, llm_err_t *err);
+static int llm_cpu_reserve(llm_backend_t *be, const llm_reserve_t *r,
+    llm_err_t *err);
+static int llm_cpu_step(llm_backend_t *be, const llm_step_t *st,
+    llm_err_t *err);
+static void llm_cpu_embed(llm_backend_t *be, float *out,
+    const llm_mat_t *embd);
+static void llm_cpu_rmsnorm(llm_backend_t *be, float *out, const float *x,
+    const float *w, int64_t n_rows, int dim, float eps);
+static void llm_cpu_add_rmsnorm(llm_backend_t *be, float *out, float *x,
+    const float *y, const float *w, int64_t n_rows, int dim, float eps);
+static void llm_cpu_matmul(llm_backend_t *be, float *out, const float *x,
+    int n, const llm_mat_t *w);
+static void llm_cpu_add(llm_backend_t *be, float *x, const float *y,
+    int64_t n);
+static void llm_cpu_add_rows(llm_backend_t *be, float *x, const float *b,
+    int64_t n_rows, int dim);
+static void llm_cpu_rope_cache(llm_backend_t *be, float *cs,
+    const llm_rope_t *r);
+static void llm_cpu_rope(llm_backend_t *be, float *x, int n_heads,
+    int head_dim, int n_rot, int neox, const float *cs);
+static void llm_cpu_kv_store(llm_backend_t *be, const llm_kv_buf_t *kv,
+    int layer, const float *k, const float *v);
+static void llm_cpu_attention(llm_backend_t *be, float *out, const float *q,
+    const llm_kv_buf_t *kv, int layer, int n_head, int head_dim);
+static void llm_cpu_silu_mul(llm_backend_t *be, float *g, const float *u,
+    int64_t n);
+static void llm_attend_task(void *arg, int64_t task, int thread);
+static void llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks,
+    int layer, int n_pos, int kv_head, int hd, const float *q, float *out);
+static void rmsnorm(float *out, const float *x, const float *w, int n,
+    float eps);
+
+
+llm_backend_t *
+llm_backend_cpu_new(llm_err_t *err)
+{
+    llm_cpu_t      *cpu;
+    llm_backend_t  *be;
+
+    be = calloc(1, sizeof(llm_backend_t));
+    cpu = calloc(1, sizeof(llm_cpu_t));
+
+    if (be == NULL || cpu == NULL) {
+        free(be);
+        free(cpu);
+        llm_err_set(err, LLM_ENOMEM, "out of memory for the CPU backend");
+        return NULL;
+    }
+
+    be->name = "cpu";
+    be->device = -1;
+    be->host_mem = 1;
+    be->data = cpu;
+
+    be->destroy = llm_cpu_destroy;
+    be->alloc = llm_cpu_alloc;
+    be->free = llm_cpu_free;
+    be->upload = llm_cpu_upload;
+    be->write = llm_cpu_copy;
+    be->read = llm_cpu_copy;
+    be->sync = llm_cpu_sync;
+    be->reserve = llm_cpu_reserve;
+    be->step = llm_cpu_step;
+    be->embed = llm_cpu_embed;
+    be->rmsnorm = llm_cpu_rmsnorm;
+    be->add_rmsnorm = llm_cpu_add_rmsnorm;
+    be->matmul = llm_cpu_matmul;
+    be->matmul_host = llm_cpu_matmul;
+    be->add = llm_cpu_add;
+    be->add_rows = llm_cpu_add_rows;
+    be->rope_cache = llm_cpu_rope_cache;
+    be->rope = llm_cpu_rope;
+    be->kv_store = llm_cpu_kv_store;
+    be->attention = llm_cpu_attention;
+    be->silu_mul = llm_cpu_silu_mul;
+    be->group = NULL;
+    be->allreduce = NULL;
+
+    /* no graphs: issuing an op costs a call */
+    be->graph_begin = NULL;
+    be->graph_end = NULL;
+
+    return be;
+}
+
+
+static void
+llm_cpu_destroy(llm_backend_t *be)
+{
+    free(be->data);
+    free(be);
+}
+
+
+static void *
+llm_cpu_alloc(llm_backend_t *be, size_t size, llm_err_t *err)
+{
+    void  *p;
+
+    (void) be;
+
+    p = calloc(1, size > 0 ? size : 1);
+    if (p == NULL) {
+        llm_err_set(err, LLM_ENOMEM, "out of memory (%zu bytes)", size);
+    }
+
+    return p;
+}
+
+
+static void
+llm_cpu_free(llm_backend_t *be, void *p)
+{
+    (void) be;
+    free(p);
+}
+
+
+/* the weights stay in the caller's memory (the mapped file) */
+static const void *
+llm_cpu_upload(llm_backend_t *be, const void *host, size_t size,
+    llm_err_t *err)
+{
+    (void) be;
+    (void) size;
+    (void) err;
+
+    return host;
+}
+
+
+static int
+llm_cpu_copy(llm_backend_t *be, void *dst, const void *src, size_t size,
+    llm_err_t *err)
+{
+    (void) be;
+    (void) err;
+
+    memcpy(dst, src, size);
+    return LLM_OK;
+}
+
+
+static int
+llm_cpu_sync(llm_backend_t *be, llm_err_t *err)
+{
+    (void) be;
+    (void) err;
+
+    return LLM_OK;
+}
+
+
+/* llm_matmul's own buffer for its prepared input, so that it does not
+ * allocate during a step either */
+static int
+llm_cpu_reserve(llm_backend_t *be, const llm_reserve_t *r, llm_err_t *err)
+{
+    (void) be;
+
+    return llm_matmul_reserve(r->max_tok, r->max_cols, err);
+}
+
+
+static int
+llm_cpu_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
+{
+    llm_cpu_t  *cpu = be->data;
+
+    (void) err;
+
+    cpu->st = *st;
+    return LLM_OK;
+}
+
+
+static void
+llm_cpu_embed(llm_backend_t *be, float *out, const llm_mat_t *embd)
+{
+    llm_cpu_t         *cpu = be->data;
+    const llm_step_t  *st = &cpu->st;
+
+    for (int t = 0; t < st->n_tok; t++) {
+        (void) llm_dequant_row(embd->type,
+                               (const char *) embd->data
+                               + (size_t) st->tokens[t] * embd->row_bytes,
+                               out + (size_t) t * embd->cols, embd->cols);
+    }
+}
+
+
+static void
+llm_cpu_rmsnorm(llm_backend_t *be, float *out, const float *x,
+    const float *w, int64_t n_rows, int dim, float eps)
+{
+    (void) be;
+
+    for (int64_t r = 0; r < n_rows; r++) {
+        rmsnorm(out + r * dim, x + r * dim, w, dim, eps);
+    }
+}
+
+
+static void
+llm_cpu_add_rmsnorm(llm_backend_t *be, float *out, float *x,
+    const float *y, const float *w, int64_t n_rows, int dim, float eps)
+{
+    (void) be;
+
+    for (int64_t i = 0; i < n_rows * dim; i++) {
+        x[i] += y[i];
+    }
+
+    for (int64_t r = 0; r < n_rows; r++) {
+        rmsnorm(out + r * dim, x + r * dim, w, dim, eps);
+    }
+}
+
+
+/*
+ * The hot spot, nearly all the time of a step.  llm_matmul rounds or
+ * quantizes x as llama.cpp does for the weights' type and splits the
+ * rows over the thread pool; out may be any host memory, so this is
+ * matmul_host too.
+ */
+static void
+llm_cpu_matmul(llm_backend_t *be, float *out, const float *x, int n,
+    const llm_mat_t *w)
+{
+    (void) be;
+
+    llm_matmul(out, x, n, w->data, w->type, w->rows, w->cols);
+}
+
+
+static void
+llm_cpu_add(llm_backend_t *be, float *x, const float *y, int64_t n)
+{
+    (void) be;
+
+    for (int64_t i = 0; i < n; i++) {
+        x[i] += y[i];
+    }
+}
+
+
+static void
+llm_cpu_add_rows(llm_backend_t *be, float *x, const float *b,
+    int64_t n_rows, int dim)
+{
+    float  *p;
+
+    (void) be;
+
+    for (int64_t r = 0; r < n_rows; r++) {
+        p = x + r * dim;
+
+        for (int i = 0; i < dim; i++) {
+            p[i] += b[i];
+        }
+    }
+}
+
+
+/* theta_i = pos * base^(-2i/n_rot), stepped as llama.cpp steps it,
+ * divided by the Llama 3.1 factor and by the linear scaling factor */
+static void
+llm_cpu_rope_cache(llm_backend_t *be, float *cs, const llm_rope_t *r)
+{
+    int                half;
+    float              theta, theta_scale, t, *cos_t, *sin_t;
+    llm_cpu_t         *cpu = be->data;
+    const llm_step_t  *st = &cpu->st;
+
+    half = r->n_rot / 2;
+    theta_scale = powf(r->base, -2.0f / (float) r->n_rot);
+
+    for (int k = 0; k < st->n_tok; k++) {
+        cos_t = cs + (size_t) k * r->n_rot;
+        sin_t = cos_t + half;
+        theta = (float) st->pos[k];
+
+        for (int i = 0; i < half; i++) {
+            t = theta;
+
+            if (r->freqs != NULL) {
+                t /= r->freqs[i];
+            }
+
+            t *= r->scale;
+
+            cos_t[i] = cosf(t);
+            sin_t[i] = sinf(t);
+            theta *= theta_scale;
+        }
+    }
+}
+
+
+/* rotates pairs of the first n_rot dims of each head: adjacent ones
+ * (v[2i], v[2i+1]), the layout GGUF llama files are converted to, or
+ * halves (v[i], v[i + n_rot/2]) for neox */
+static void
+llm_cpu_rope(llm_backend_t *be, float *x, int n_heads, int head_dim,
+    int n_rot, int neox, const float *cs)
+{
+    int                a, b, half;
+    float              x0, x1, *p;
+    llm_cpu_t         *cpu = be->data;
+    const float       *cos_t, *sin_t;
+    const llm_step_t  *st = &cpu->st;
+
+    half = n_rot / 2;
+
+    for (int k = 0; k < st->n_tok; k++) {
+        cos_t = cs + (size_t) k * n_rot;
+        sin_t = cos_t + half;
+
+        for (int h = 0; h < n_heads; h++) {
+            p = x + ((size_t) k * n_heads + h) * head_dim;
+
+            for (int i = 0; i < half; i++) {
+                a = neox ? i : 2 * i;
+                b = neox ? i + half : 2 * i + 1;
+
+                x0 = p[a];
+                x1 = p[b];
+                p[a] = x0 * cos_t[i] - x1 * sin_t[i];
+                p[b] = x0 * sin_t[i] + x1 * cos_t[i];
+            }
+        }
+    }
+}
+
+
+static void
+llm_cpu_kv_store(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
+    const float *k, const float *v)
+{
+    int                pos;
+    float             *kc, *vc;
+    llm_cpu_t         *cpu = be->data;
+    const llm_step_t  *st = &cpu->st;
+
+    for (int t = 0; t < st->n_tok; t++) {
+        pos = st->pos[t];
+
+        kc = kv->data
+             + (size_t) st->blocks[st->seg[t]][pos / kv->block_size]
+               * kv->block_floats
+             + (size_t) layer * kv->layer_floats
+             + (size_t) (pos % kv->block_size) * kv->kv_dim;
+        vc = kc + (size_t) kv->block_size * kv->kv_dim;
+
+        memcpy(kc, k + (size_t) t * kv->kv_dim,
+               (size_t) kv->kv_dim * sizeof(float));
+        memcpy(vc, v + (size_t) t * kv->kv_dim,
+               (size_t) kv->kv_dim * sizeof(float));
+    }
+}
+
+
+/* attention of each query head over its sequence's positions 0..pos,
+ * the step's own keys included */
+static void
+llm_cpu_attention(llm_backend_t *be, float *out, const float *q,
+    const llm_kv_buf_t *kv, int layer, int n_head, int head_dim)
+{
+    int64_t            work, n_tasks;
+    llm_cpu_t         *cpu = be->data;
+    llm_att_job_t      job;
+    const llm_step_t  *st = &cpu->st;
+
+    job.st = st;
+    job.kv = kv;
+    job.q = q;
+    job.out = out;
+    job.layer = layer;
+    job.n_head = n_head;
+    job.n_head_kv = kv->kv_dim / head_dim;
+    job.head_dim = head_dim;
+
+    work = 0;
+    for (int t = 0; t < st->n_tok; t++) {
+        work += (int64_t) (st->pos[t] + 1) * n_head * head_dim;
+    }
+
+    n_tasks = (int64_t) st->n_tok * job.n_head_kv;
+
+    if (work < LLM_ATT_INLINE) {
+        for (int64_t i = 0; i < n_tasks; i++) {
+            llm_attend_task(&job, i, 0);
+        }
+
+    } else {
+        llm_threads_run(llm_attend_task, &job, n_tasks);
+    }
+}
+
+
+/* task: token task / n_head_kv, the query heads of kv head
+ * task % n_head_kv */
+static void
+llm_attend_task(void *arg, int64_t task, int thread)
+{
+    int                  t, g, hd, kv_mul, q_dim;
+    llm_att_job_t       *job;
+    const llm_step_t    *st;
+
+    (void) thread;
+
+    job = arg;
+    st = job->st;
+    hd = job->head_dim;
+    q_dim = job->n_head * hd;
+    kv_mul = job->n_head / job->n_head_kv;
+    t = (int) (task / job->n_head_kv);
+    g = (int) (task % job->n_head_kv);
+
+    for (int h = g * kv_mul; h < (g + 1) * kv_mul; h++) {
+        llm_attend(job->kv, st->blocks[st->seg[t]], job->layer,
+                   st->pos[t] + 1, g, hd,
+                   job->q + (size_t) t * q_dim + (size_t) h * hd,
+                   job->out + (size_t) t * q_dim + (size_t) h * hd);
+    }
+}
+
+
+/*
+ * out (head_dim) = softmax(q . K / sqrt(head_dim)) V over positions
+ * 0..n_pos-1 of kv head kv_head in layer, read through the block table.
+ * Scores are taken LLM_ATT_TILE positions at a time with a running
+ * maximum, rescaling what is summed so far when it grows, so no buffer
+ * depends on the context length.  The tiles start at position 0
+ * whatever the blocks are, so a sequence's result does not depend on
+ * the block size or on the rest of the batch.
+ */
+static void
+llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
+    int n_pos, int kv_head, int hd, const float *q, float *out)
+{
+    int           bs, tn, pos;
+    float         sc[LLM_ATT_TILE], scale, mx, tmx, r, e, dot;
+    double        sum;
+    const float  *kt, *vt, *base;
+
+    bs = kv->block_size;
+    scale = 1.0f / sqrtf((float) hd);
+    mx = -INFINITY;
+    sum = 0.0;
+
+    memset(out, 0, (size_t) hd * sizeof(float));
+
+    for (int t0 = 0; t0 < n_pos; t0 += LLM_ATT_TILE) {
+        tn = n_pos - t0 < LLM_ATT_TILE ? n_pos - t0 : LLM_ATT_TILE;
+        tmx = mx;
+
+        for (int j = 0; j < tn; j++) {
+            pos = t0 + j;
+            base = kv->data + (size_t) blocks[pos / bs] * kv->block_floats
+                   + (size_t) layer * kv->layer_floats;
+            kt = base + (size_t) (pos % bs) * kv->kv_dim
+                 + (size_t) kv_head * hd;
+
+            dot = 0.0f;
+            for (int i = 0; i < hd; i++) {
+                dot += q[i] * kt[i];
+            }
+
+            sc[j] = dot * scale;
+            if (sc[j] > tmx) {
+                tmx = sc[j];
+            }
+        }
+
+        if (tmx > mx) {
+            /* 0 on the first tile, where nothing is summed yet */
+            r = expf(mx - tmx);
+            sum *= r;
+
+            for (int i = 0; i < hd; i++) {
+                out[i] *= r;
+            }
+
+            mx = tmx;
+        }
+
+        for (int j = 0; j < tn; j++) {
+            pos = t0 + j;
+            base = kv->data + (size_t) blocks[pos / bs] * kv->block_floats
+                   + (size_t) layer * kv->layer_floats;
+            vt = base + (size_t) (bs + pos % bs) * kv->kv_dim
+                 + (size_t) kv_head * hd;
+
+            e = expf(sc[j] - mx);
+            sum += e;
+
+            for (int i = 0; i < hd; i++) {
+                out[i] += e * vt[i];
+            }
+        }
+    }
+
+    r = (float) (1.0 / sum);
+
+    for (int i = 0; i < hd; i++) {
+        out[i] *= r;
+    }
+}
+
+
+static void
+llm_cpu_silu_mul(llm_backend_t *be, float *g, const float *u, int64_t n)
+{
+    float  x;
+
+    (void) be;
+
+    for (int64_t i = 0; i < n; i++) {
+        x = g[i];
+        g[i] = x / (1.0f + expf(-x)) * u[i];
+    }
+}
+
+
+static void
+rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    float   scale;
+    double  ss;
+
+    ss = 0.0;
+    for (int i = 0; i < n; i++) {
+        ss += x[i] * x[i];
+    }
+
+    scale = 1.0f / sqrtf((float) (ss / n) + eps);
+
+    for (int i = 0; i < n; i++) {
+        out[i] = x[i] * scale * w[i];
+    }
+}
+
+
+llm_backend_t *
+llm_backend_open(const char *name, int device, llm_err_t *err)
+{
+    llm_backend_t  *be;
+    llm_err_t       e;
+
+    if (name == NULL || strcmp(name, "cpu") == 0) {
+        return llm_backend_cpu_new(err);
+    }
+
+    if (strcmp(name, "cuda") == 0) {
+        return llm_backend_cuda_new(device, err);
+    }
+
+    if (strcmp(name, "auto") != 0) {
+        llm_err_set(err, LLM_EINVAL,
+                    "unknown backend \"%s\" (cpu, cuda, auto)", name);
+        return NULL;
+    }
+
+    memset(&e, 0, sizeof(e));
+
+    be = llm_backend_cuda_new(device, &e);
+    if (be != NULL) {
+        return be;
+    }
+
+    llm_log(LLM_LOG_WARN, "backend auto: %s; computing on the CPU",
+            e.errstr);
+
+    return llm_backend_cpu_new(err);
+}
+
+
+void
+llm_backend_close(llm_backend_t *be)
+{
+    if (be != NULL) {
+        be->destroy(be);
+    }
+}
