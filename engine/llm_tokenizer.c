@@ -1,8 +1,12 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * SentencePiece-style BPE (tokenizer.ggml.model "llama"), as llama.cpp
- * and HF tokenizers apply it to GGUF vocabularies:
+ * Tokenizers from a GGUF file's tokenizer.ggml.* metadata: loading, the
+ * special tokens, and SentencePiece-style BPE (tokenizer.ggml.model
+ * "llama"); byte-level BPE ("gpt2") is in llm_tokenizer_bpe.c.
+ *
+ * SentencePiece BPE, as llama.cpp and HF tokenizers apply it to GGUF
+ * vocabularies:
  *
  *   1. user-defined tokens (and control tokens, when asked) are cut out
  *      of the text first and emitted as they are;
@@ -13,53 +17,22 @@
  *      whose concatenation is a token with the highest score is merged,
  *      leftmost first on ties, until no pair is a token;
  *   4. a symbol that is not a token falls back to its bytes, <0xNN>.
+ *
+ * Step 1 is shared by both models: special tokens are cut out longest
+ * first, each at all its places in what is left, as llama.cpp does.
  */
+
+#define _GNU_SOURCE                     /* memmem() */
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm_gguf.h"
-#include "llm_tokenizer.h"
+#include "llm_tokenizer_int.h"
 
 
 #define LLM_SPACE      "\xe2\x96\x81"    /* U+2581, SentencePiece's space */
 #define LLM_SPACE_LEN  3
-
-
-typedef struct {
-    const char  *text;       /* in t->arena, not NUL-terminated */
-    uint32_t     len;
-    uint32_t     piece_len;
-    const char  *piece;      /* what the token prints as */
-    float        score;
-    int          type;       /* LLM_TOKEN_* */
-} llm_token_t;
-
-
-struct llm_tokenizer_s {
-    int            n_vocab;
-    llm_token_t   *tokens;
-    char          *arena;        /* texts, then pieces */
-
-    int32_t       *hash;         /* open addressing: text -> id, -1 */
-    size_t         hash_mask;
-
-    int32_t       *special;      /* user-defined, control and unknown
-                                  * tokens, longest text first */
-    int            n_special;
-
-    uint8_t       *eog;          /* n_vocab flags */
-
-    int32_t        bos;
-    int32_t        eos;
-    int32_t        unk;
-    int32_t        eot;
-    int32_t        eom;
-    int            add_bos;
-    int            add_space_prefix;
-    size_t         max_piece;
-};
 
 
 /* a symbol of the SPM merge: a run of bytes in the escaped text */
@@ -79,14 +52,6 @@ typedef struct {
 } llm_bigram_t;
 
 
-/* where tokens go while tokenizing: counted always, stored while room */
-typedef struct {
-    int32_t  *out;
-    int       cap;
-    int       n;
-} llm_tokout_t;
-
-
 /* a stretch of the input: raw text, or a special token cut out of it */
 typedef struct {
     size_t   off;
@@ -101,12 +66,8 @@ static int llm_tokenizer_special_ids(llm_tokenizer_t *t,
     const llm_gguf_t *g, llm_err_t *err);
 static int llm_tokenizer_index(llm_tokenizer_t *t, llm_err_t *err);
 static uint64_t llm_hash_bytes(const char *s, size_t n);
-static int32_t llm_text_to_id(const llm_tokenizer_t *t, const char *s,
-    size_t n);
 static int llm_byte_of_token(const char *s, size_t n);
 static int llm_cmp_special_len(const void *a, const void *b);
-static const char *llm_find(const char *hay, size_t n, const char *needle,
-    size_t m);
 static int llm_partition(const llm_tokenizer_t *t, const char *text,
     size_t len, int flags, llm_frag_t **frags, size_t *n_frags,
     llm_err_t *err);
@@ -118,15 +79,18 @@ static llm_bigram_t llm_bigram_pop(llm_bigram_t *heap, size_t *n_heap);
 static int llm_bigram_before(const llm_bigram_t *a, const llm_bigram_t *b);
 static int llm_spm_resegment(const llm_tokenizer_t *t, const llm_sym_t *s,
     llm_tokout_t *o, llm_err_t *err);
-static void llm_tokout_push(llm_tokout_t *o, int32_t id);
 static size_t llm_utf8_need(const unsigned char *p, int n);
 
 
-/* texts of control tokens that end a turn in common vocabularies */
+/* texts of control tokens that end a turn in common vocabularies
+ * (DeepSeek's bars are U+FF5C, its spaces U+2581) */
 static const char  *llm_eog_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
     "<|endoftext|>", "<|eom_id|>", "<EOT>", "<|end_of_text|>",
-    "<|return|>", "<end_of_utterance>", NULL
+    "<|return|>", "<end_of_utterance>", "<|EOT|>",
+    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence"
+    "\xef\xbd\x9c>",
+    NULL
 };
 
 
@@ -153,9 +117,9 @@ int
 llm_tokenizer_from_gguf(llm_tokenizer_t **out, const llm_gguf_t *g,
     llm_err_t *err)
 {
-    int               rc;
+    int               rc, vocab;
     size_t            len;
-    const char       *model;
+    const char       *model, *pre;
     llm_tokenizer_t  *t;
 
     *out = NULL;
@@ -171,10 +135,16 @@ llm_tokenizer_from_gguf(llm_tokenizer_t **out, const llm_gguf_t *g,
                            "missing)", llm_gguf_path(g));
     }
 
-    if (len != 5 || memcmp(model, "llama", 5) != 0) {
+    if (len == 5 && memcmp(model, "llama", 5) == 0) {
+        vocab = LLM_VOCAB_SPM;
+
+    } else if (len == 4 && memcmp(model, "gpt2", 4) == 0) {
+        vocab = LLM_VOCAB_BPE;
+
+    } else {
         return llm_err_set(err, LLM_EUNSUPPORTED,
                            "%s: tokenizer model '%.*s' is not supported "
-                           "(only 'llama')", llm_gguf_path(g),
+                           "(only 'llama' and 'gpt2')", llm_gguf_path(g),
                            (int) (len > 32 ? 32 : len), model);
     }
 
@@ -184,9 +154,23 @@ llm_tokenizer_from_gguf(llm_tokenizer_t **out, const llm_gguf_t *g,
                            llm_gguf_path(g));
     }
 
-    if (llm_tokenizer_build(t, g, err) != LLM_OK
+    t->vocab = vocab;
+    memcpy(t->model, model, len);
+
+    /* a file without tokenizer.ggml.pre predates it: llama.cpp then
+     * takes "default" too */
+    rc = llm_gguf_get_str(g, "tokenizer.ggml.pre", &pre, &len, err);
+    if (rc == LLM_GGUF_MISSING) {
+        pre = "default";
+        len = 7;
+    }
+
+    if (rc == LLM_ERR
+        || llm_bpe_pre(t, pre, len, llm_gguf_path(g), err) != LLM_OK
+        || llm_tokenizer_build(t, g, err) != LLM_OK
         || llm_tokenizer_special_ids(t, g, err) != LLM_OK
-        || llm_tokenizer_index(t, err) != LLM_OK)
+        || llm_tokenizer_index(t, err) != LLM_OK
+        || (vocab == LLM_VOCAB_BPE && llm_bpe_init(t, g, err) != LLM_OK))
     {
         if (err != NULL && err->err == LLM_ENOMEM) {
             llm_err_set(err, LLM_ENOMEM, "%s: out of memory",
@@ -214,6 +198,7 @@ llm_tokenizer_free(llm_tokenizer_t *t)
     free(t->hash);
     free(t->special);
     free(t->eog);
+    llm_bpe_free(t);
     free(t);
 }
 
@@ -354,7 +339,8 @@ llm_tokenizer_build(llm_tokenizer_t *t, const llm_gguf_t *g,
             break;
 
         case LLM_TOKEN_BYTE:
-            b = llm_byte_of_token(tok->text, tok->len);
+            b = t->vocab == LLM_VOCAB_SPM
+                ? llm_byte_of_token(tok->text, tok->len) : -1;
             if (b >= 0) {
                 *p++ = (char) b;
                 break;
@@ -363,6 +349,12 @@ llm_tokenizer_build(llm_tokenizer_t *t, const llm_gguf_t *g,
             /* fall through */
 
         default:
+            if (t->vocab == LLM_VOCAB_BPE) {
+                /* GPT-2's byte mapping undone */
+                p += llm_bpe_unmap(tok->text, tok->len, p);
+                break;
+            }
+
             /* normal: U+2581 is a space */
             for (size_t j = 0; j < tok->len; j++) {
                 if (tok->len - j >= LLM_SPACE_LEN
@@ -394,6 +386,7 @@ llm_tokenizer_special_ids(llm_tokenizer_t *t, const llm_gguf_t *g,
     llm_err_t *err)
 {
     int          rc;
+    int32_t      def;
     uint32_t     v;
     static const struct {
         const char  *key;
@@ -415,7 +408,11 @@ llm_tokenizer_special_ids(llm_tokenizer_t *t, const llm_gguf_t *g,
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         int32_t  *field = (int32_t *) ((char *) t + ids[i].field);
 
-        *field = ids[i].def < t->n_vocab ? ids[i].def : -1;
+        /* SentencePiece's <unk>, <s>, </s> are 0, 1, 2 by convention;
+         * byte-level vocabularies have no such convention (llama.cpp
+         * guesses 11, Falcon's, which in GPT-2's vocabulary is ",") */
+        def = t->vocab == LLM_VOCAB_SPM ? ids[i].def : -1;
+        *field = def < t->n_vocab ? def : -1;
 
         rc = llm_gguf_get_u32(g, ids[i].key, &v, err);
         if (rc == LLM_ERR) {
@@ -429,18 +426,35 @@ llm_tokenizer_special_ids(llm_tokenizer_t *t, const llm_gguf_t *g,
         }
     }
 
-    t->add_bos = 1;
+    /* without the key, SentencePiece models want BOS; byte-level ones
+     * do when their pre-tokenizer says so (llm_bpe_pre(), Llama 3) */
+    if (t->vocab == LLM_VOCAB_SPM) {
+        t->add_bos = 1;
+    }
+
     rc = llm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos,
                            err);
     if (rc == LLM_ERR) {
         return LLM_ERR;
     }
 
-    t->add_space_prefix = 1;
-    rc = llm_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix",
-                           &t->add_space_prefix, err);
+    t->add_eos = 0;
+    rc = llm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &t->add_eos,
+                           err);
     if (rc == LLM_ERR) {
         return LLM_ERR;
+    }
+
+    /* a byte-level vocabulary spells spaces as bytes: no prefix */
+    t->add_space_prefix = 0;
+
+    if (t->vocab == LLM_VOCAB_SPM) {
+        t->add_space_prefix = 1;
+        rc = llm_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix",
+                               &t->add_space_prefix, err);
+        if (rc == LLM_ERR) {
+            return LLM_ERR;
+        }
     }
 
     return LLM_OK;
@@ -563,23 +577,6 @@ llm_cmp_special_len(const void *a, const void *b)
 }
 
 
-static const char *
-llm_find(const char *hay, size_t n, const char *needle, size_t m)
-{
-    if (m == 0 || m > n) {
-        return NULL;
-    }
-
-    for (size_t i = 0; i <= n - m; i++) {
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, m) == 0) {
-            return hay + i;
-        }
-    }
-
-    return NULL;
-}
-
-
 /* FNV-1a */
 static uint64_t
 llm_hash_bytes(const char *s, size_t n)
@@ -597,8 +594,8 @@ llm_hash_bytes(const char *s, size_t n)
 }
 
 
-static int32_t
-llm_text_to_id(const llm_tokenizer_t *t, const char *s, size_t n)
+int32_t
+llm_tok_text_to_id(const llm_tokenizer_t *t, const char *s, size_t n)
 {
     size_t              h;
     const llm_token_t  *tok;
@@ -689,6 +686,27 @@ llm_tokenizer_wants_bos(const llm_tokenizer_t *t)
 
 
 int
+llm_tokenizer_wants_eos(const llm_tokenizer_t *t)
+{
+    return t->add_eos && t->eos >= 0;
+}
+
+
+const char *
+llm_tokenizer_model(const llm_tokenizer_t *t)
+{
+    return t->model;
+}
+
+
+const char *
+llm_tokenizer_pre(const llm_tokenizer_t *t)
+{
+    return t->pre;
+}
+
+
+int
 llm_tokenizer_token_type(const llm_tokenizer_t *t, int32_t id)
 {
     return id >= 0 && id < t->n_vocab ? t->tokens[id].type : -1;
@@ -741,7 +759,7 @@ int
 llm_tokenize_ex(const llm_tokenizer_t *t, const char *text, size_t len,
     int flags, int32_t *out, int cap, llm_err_t *err)
 {
-    int            prev_special;
+    int            prev_special, rc;
     size_t         n_frags;
     llm_frag_t    *frags;
     llm_tokout_t   o;
@@ -761,10 +779,6 @@ llm_tokenize_ex(const llm_tokenizer_t *t, const char *text, size_t len,
         llm_tokout_push(&o, t->bos);
     }
 
-    if (len == 0) {
-        return o.n;
-    }
-
     if (llm_partition(t, text, len, flags, &frags, &n_frags, err)
         != LLM_OK)
     {
@@ -782,10 +796,17 @@ llm_tokenize_ex(const llm_tokenizer_t *t, const char *text, size_t len,
             continue;
         }
 
-        if (llm_spm_fragment(t, text + frags[i].off, frags[i].len,
-                             t->add_space_prefix && prev_special, &o, err)
-            != LLM_OK)
-        {
+        if (t->vocab == LLM_VOCAB_BPE) {
+            rc = llm_bpe_fragment(t, text + frags[i].off, frags[i].len, &o,
+                                  err);
+
+        } else {
+            rc = llm_spm_fragment(t, text + frags[i].off, frags[i].len,
+                                  t->add_space_prefix && prev_special, &o,
+                                  err);
+        }
+
+        if (rc != LLM_OK) {
             free(frags);
             return -1;
         }
@@ -794,11 +815,16 @@ llm_tokenize_ex(const llm_tokenizer_t *t, const char *text, size_t len,
     }
 
     free(frags);
+
+    if ((flags & LLM_TOK_ADD_EOS) && t->eos >= 0) {
+        llm_tokout_push(&o, t->eos);
+    }
+
     return o.n;
 }
 
 
-static void
+void
 llm_tokout_push(llm_tokout_t *o, int32_t id)
 {
     if (o->n < o->cap) {
@@ -810,94 +836,177 @@ llm_tokout_push(llm_tokout_t *o, int32_t id)
 
 
 /*
- * Cuts the special tokens out of the text, longest token first: user-
- * defined ones always, control and unknown ones with PARSE_SPECIAL.
+ * Cuts the special tokens out of the text: user-defined ones always,
+ * control and unknown ones with PARSE_SPECIAL.  As in llama.cpp, the
+ * longest token goes first and takes all its places, left to right, in
+ * what earlier tokens left; then the next.
+ *
+ * own[] marks the bytes taken so far: the id at a token's first byte,
+ * -2 on the rest, -1 where free.  A token is looked for only if each of
+ * its byte pairs occurs somewhere in the text, so ordinary text costs a
+ * pass over the bytes whatever the number of special tokens.
  */
 static int
 llm_partition(const llm_tokenizer_t *t, const char *text, size_t len,
     int flags, llm_frag_t **frags, size_t *n_frags, llm_err_t *err)
 {
-    size_t              n, cap, off, end;
-    const char         *hit;
-    llm_frag_t         *f, *nf;
+    int                 possible;
+    size_t              n, m, off, q, n_taken;
+    int32_t            *own;
+    uint8_t            *pairs, bytes[32];
+    llm_frag_t         *f;
+    const char         *p, *hit, *end;
+    const unsigned char  *u;
     const llm_token_t  *tok;
 
-    cap = 16;
-    f = malloc(cap * sizeof(llm_frag_t));
-    if (f == NULL) {
-        return llm_err_set(err, LLM_ENOMEM, "out of memory");
-    }
+    own = NULL;
+    pairs = NULL;
+    n_taken = 0;
+    u = (const unsigned char *) text;
+    end = text + len;
 
-    f[0].off = 0;
-    f[0].len = len;
-    f[0].id = -1;
-    n = 1;
-
-    for (int s = 0; s < t->n_special; s++) {
+    for (int s = 0; s < t->n_special && len > 0; s++) {
         tok = &t->tokens[t->special[s]];
+        m = tok->len;
 
-        if (tok->type != LLM_TOKEN_USER_DEFINED
-            && !(flags & LLM_TOK_PARSE_SPECIAL))
+        if ((tok->type != LLM_TOKEN_USER_DEFINED
+             && !(flags & LLM_TOK_PARSE_SPECIAL))
+            || m > len)
         {
             continue;
         }
 
-        for (size_t i = 0; i < n; i++) {
-            if (f[i].id >= 0 || f[i].len < tok->len) {
-                continue;
+        if (pairs == NULL) {
+            pairs = calloc(65536 / 8, 1);
+            if (pairs == NULL) {
+                goto nomem;
             }
 
-            hit = llm_find(text + f[i].off, f[i].len, tok->text, tok->len);
-            if (hit == NULL) {
-                continue;
+            memset(bytes, 0, sizeof(bytes));
+
+            for (size_t i = 0; i < len; i++) {
+                bytes[u[i] >> 3] |= (uint8_t) (1 << (u[i] & 7));
+
+                if (i + 1 < len) {
+                    unsigned  k = (unsigned) u[i] << 8 | u[i + 1];
+
+                    pairs[k >> 3] |= (uint8_t) (1 << (k & 7));
+                }
             }
+        }
 
-            /* split f[i] into before, token, after: two more entries */
+        {
+            const unsigned char  *tt = (const unsigned char *) tok->text;
 
-            if (n + 2 > cap) {
-                cap *= 2;
-                nf = realloc(f, cap * sizeof(llm_frag_t));
-                if (nf == NULL) {
-                    free(f);
-                    return llm_err_set(err, LLM_ENOMEM, "out of memory");
+            possible = (bytes[tt[0] >> 3] >> (tt[0] & 7)) & 1;
+
+            for (size_t i = 0; possible && i + 1 < m; i++) {
+                unsigned  k = (unsigned) tt[i] << 8 | tt[i + 1];
+
+                possible = (pairs[k >> 3] >> (k & 7)) & 1;
+            }
+        }
+
+        if (!possible) {
+            continue;
+        }
+
+        for (p = text;
+             (size_t) (end - p) >= m
+             && (hit = memmem(p, (size_t) (end - p), tok->text, m)) != NULL;
+             /* void */)
+        {
+            off = (size_t) (hit - text);
+
+            if (own == NULL) {
+                own = malloc(len * sizeof(int32_t));
+                if (own == NULL) {
+                    goto nomem;
                 }
 
-                f = nf;
+                for (size_t i = 0; i < len; i++) {
+                    own[i] = -1;
+                }
             }
 
-            off = (size_t) (hit - text);
-            end = f[i].off + f[i].len;
+            /* a place that overlaps one taken: go on past the taken run
+             * (any place starting before it overlaps it too) */
 
-            memmove(&f[i + 3], &f[i + 1], (n - i - 1) * sizeof(llm_frag_t));
-            n += 2;
+            for (q = off; q < off + m && own[q] == -1; q++) {
+                /* void */
+            }
 
-            f[i + 1].off = off;
-            f[i + 1].len = tok->len;
-            f[i + 1].id = t->special[s];
+            if (q < off + m) {
+                while (q < len && own[q] != -1) {
+                    q++;
+                }
 
-            f[i + 2].off = off + tok->len;
-            f[i + 2].len = end - (off + tok->len);
-            f[i + 2].id = -1;
+                p = text + q;
+                continue;
+            }
 
-            f[i].len = off - f[i].off;
+            own[off] = t->special[s];
+            for (size_t i = off + 1; i < off + m; i++) {
+                own[i] = -2;
+            }
 
-            /* the loop goes on with the rest, f[i + 2] */
-            i++;
+            n_taken++;
+            p = hit + m;
         }
     }
 
-    /* drop empty raw fragments */
+    free(pairs);
+    pairs = NULL;
 
+    /* each token taken splits a raw stretch in two at most */
+
+    f = malloc((2 * n_taken + 1) * sizeof(llm_frag_t));
+    if (f == NULL) {
+        goto nomem;
+    }
+
+    n = 0;
     off = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (f[i].id >= 0 || f[i].len > 0) {
-            f[off++] = f[i];
+
+    for (size_t i = 0; own != NULL && i < len; i++) {
+        if (own[i] < 0) {
+            continue;
         }
+
+        if (i > off) {
+            f[n].off = off;
+            f[n].len = i - off;
+            f[n].id = -1;
+            n++;
+        }
+
+        f[n].off = i;
+        f[n].len = t->tokens[own[i]].len;
+        f[n].id = own[i];
+        n++;
+
+        off = i + t->tokens[own[i]].len;
+        i = off - 1;
     }
+
+    if (len > off) {
+        f[n].off = off;
+        f[n].len = len - off;
+        f[n].id = -1;
+        n++;
+    }
+
+    free(own);
 
     *frags = f;
-    *n_frags = off;
+    *n_frags = n;
     return LLM_OK;
+
+nomem:
+
+    free(own);
+    free(pairs);
+    return llm_err_set(err, LLM_ENOMEM, "out of memory");
 }
 
 
@@ -1029,7 +1138,7 @@ llm_bigram_push(const llm_tokenizer_t *t, llm_sym_t *syms,
     b.size = syms[left].n + syms[right].n;
 
     /* the two symbols are adjacent in the buffer */
-    id = llm_text_to_id(t, syms[left].text, b.size);
+    id = llm_tok_text_to_id(t, syms[left].text, b.size);
     if (id < 0) {
         return;
     }
@@ -1111,7 +1220,7 @@ llm_spm_resegment(const llm_tokenizer_t *t, const llm_sym_t *s,
     int32_t  id;
     char     name[8];
 
-    id = llm_text_to_id(t, s->text, s->n);
+    id = llm_tok_text_to_id(t, s->text, s->n);
     if (id >= 0) {
         llm_tokout_push(o, id);
         return LLM_OK;
@@ -1124,10 +1233,10 @@ llm_spm_resegment(const llm_tokenizer_t *t, const llm_sym_t *s,
         unsigned char  c = (unsigned char) s->text[i];
 
         snprintf(name, sizeof(name), "<0x%02X>", c);
-        id = llm_text_to_id(t, name, 6);
+        id = llm_tok_text_to_id(t, name, 6);
 
         if (id < 0) {
-            id = llm_text_to_id(t, (const char *) &c, 1);
+            id = llm_tok_text_to_id(t, (const char *) &c, 1);
         }
 
         if (id < 0) {
