@@ -442,7 +442,7 @@ done:
 static int
 llm_cmd_tokenize(llm_opts_t *o)
 {
-    int               n, rc;
+    int               n, rc, flags;
     char             *buf;
     size_t            len;
     int32_t          *ids;
@@ -476,10 +476,21 @@ llm_cmd_tokenize(llm_opts_t *o)
         return llm_fail("%s", err.errstr);
     }
 
+    /* BOS and EOS as the model asks (add_bos_token, add_eos_token);
+     * --no-bos leaves both out, as the vocabulary fixtures are */
+
+    flags = 0;
+
+    if (!o->no_bos && llm_tokenizer_wants_bos(tok)) {
+        flags |= LLM_TOK_ADD_BOS;
+    }
+
+    if (!o->no_bos && llm_tokenizer_wants_eos(tok)) {
+        flags |= LLM_TOK_ADD_EOS;
+    }
+
     rc = 0;
-    n = llm_tokenize(tok, text, len,
-                     !o->no_bos && llm_tokenizer_wants_bos(tok), NULL, 0,
-                     &err);
+    n = llm_tokenize_ex(tok, text, len, flags, NULL, 0, &err);
 
     ids = n > 0 ? malloc((size_t) n * sizeof(int32_t)) : NULL;
 
@@ -491,9 +502,7 @@ llm_cmd_tokenize(llm_opts_t *o)
 
     } else {
         if (n > 0) {
-            (void) llm_tokenize(tok, text, len,
-                                !o->no_bos && llm_tokenizer_wants_bos(tok),
-                                ids, n, &err);
+            (void) llm_tokenize_ex(tok, text, len, flags, ids, n, &err);
         }
 
         for (int i = 0; i < n; i++) {
