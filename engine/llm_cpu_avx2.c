@@ -35,6 +35,14 @@
 
 
 #define LLM_INLINE  static inline __attribute__((always_inline))
+
+/*
+ * Bytes ahead of each weight row that the one-token loops prefetch.
+ * The weights stream from memory through 4 KB pages of a file mapping,
+ * at whose boundaries the hardware prefetchers stop; software
+ * prefetches go on across them.
+ */
+#define LLM_PF_AHEAD  768
 #define LLM_UNROLL  _Pragma("GCC unroll 8")
 
 
@@ -297,6 +305,10 @@ llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
         for (int i = 0; i < nr; i++) {
             const uint8_t  *p = row[i] + 34 * b;
 
+            if (nt == 1) {
+                _mm_prefetch((const char *) p + LLM_PF_AHEAD, _MM_HINT_T0);
+            }
+
             w[i] = _mm256_loadu_si256((const __m256i *) (p + 2));
             aw[i] = _mm256_sign_epi8(w[i], w[i]);
             dw[i] = llm_half8(p);
@@ -371,6 +383,10 @@ llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
         for (int i = 0; i < nr; i++) {
             const uint8_t  *p = row[i] + 18 * b;
             __m256i         q;
+
+            if (nt == 1) {
+                _mm_prefetch((const char *) p + LLM_PF_AHEAD, _MM_HINT_T0);
+            }
 
             q = _mm256_loadu2_m128i((const __m128i *) (p + 20),
                                     (const __m128i *) (p + 2));
@@ -665,6 +681,14 @@ NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)             \
         }                                                                   \
                                                                             \
         for (int64_t b = 0; b < nb; b++) {                                  \
+            if (nt == 1) {                                                  \
+                _mm_prefetch((const char *) row + (BYTES) * b               \
+                             + LLM_PF_AHEAD, _MM_HINT_T0);                  \
+                _mm_prefetch((const char *) row + (BYTES) * b               \
+                             + LLM_PF_AHEAD + 64, _MM_HINT_T0);             \
+                _mm_prefetch((const char *) row + (BYTES) * b               \
+                             + LLM_PF_AHEAD + 128, _MM_HINT_T0);            \
+            }                                                               \
             LLM_UNROLL                                                      \
             for (int j = 0; j < nt; j++) {                                  \
                 xb[j] = &x[j][b];                                           \
