@@ -1058,14 +1058,25 @@ llm_spm_fragment(const llm_tokenizer_t *t, const char *text, size_t len,
 
     size = (size_t) (p - buf);
 
-    /* one symbol per UTF-8 character, as long as its lead byte says,
-     * clipped at the end; stray bytes are symbols of their own */
+    /* one symbol per UTF-8 character, as long as its lead byte says if
+     * that many continuation bytes follow; other bytes are symbols of
+     * their own.  (llama.cpp takes as many bytes as the lead byte says
+     * whatever they are, so a stray lead byte before a space swallows
+     * part of its U+2581, which then decodes as "\xe2\x96\x81" and not
+     * as the space it was.) */
 
     n_syms = 0;
     for (size_t off = 0; off < size; off += cl) {
         cl = utf8_len[(unsigned char) buf[off] >> 4];
         if (cl > size - off) {
-            cl = size - off;
+            cl = 1;
+        }
+
+        for (size_t i = 1; i < cl; i++) {
+            if (((unsigned char) buf[off + i] & 0xc0) != 0x80) {
+                cl = 1;
+                break;
+            }
         }
 
         syms[n_syms].text = buf + off;
