@@ -28,6 +28,7 @@ static void test_unsupported(void);
 static void test_synthetic(void);
 static void test_bpe_vocabs(void);
 static void test_speed(void);
+static void test_fuzz_findings(void);
 static void test_detok(void);
 static void test_api(void);
 static void test_special(void);
@@ -50,6 +51,7 @@ main(void)
     test_synthetic();
     test_bpe_vocabs();
     test_speed();
+    test_fuzz_findings();
     test_api();
     test_special();
     test_detok();
@@ -1106,6 +1108,89 @@ test_speed(void)
 
     free(text);
     free(inp);
+}
+
+
+/* tokenizes without BOS and decodes: the text must come back, behind
+ * SentencePiece's space in front of each stretch of text */
+static int
+round_trips(const llm_tokenizer_t *t, const char *text, size_t len)
+{
+    int          n, start, spm, type, good;
+    char        *dec;
+    size_t       w, plen;
+    int32_t     *ids;
+    llm_err_t    err = { 0 };
+    const char  *p;
+
+    n = llm_tokenize(t, text, len, 0, NULL, 0, &err);
+    if (n < 0) {
+        diag("%s", err.errstr);
+        return 0;
+    }
+
+    ids = malloc(((size_t) n + 1) * sizeof(int32_t));
+    dec = malloc(((size_t) n + 1) * (llm_tokenizer_max_piece(t) + 1));
+    if (ids == NULL || dec == NULL) {
+        abort();
+    }
+
+    (void) llm_tokenize(t, text, len, 0, ids, n, &err);
+
+    spm = strcmp(llm_tokenizer_model(t), "llama") == 0;
+    start = 1;
+    w = 0;
+
+    for (int i = 0; i < n; i++) {
+        p = llm_token_piece(t, ids[i], &plen);
+        type = llm_tokenizer_token_type(t, ids[i]);
+
+        if (type == LLM_TOKEN_USER_DEFINED || type == LLM_TOKEN_CONTROL) {
+            start = 1;
+
+        } else {
+            if (spm && start && plen > 0 && p[0] == ' ') {
+                p++;
+                plen--;
+            }
+
+            start = 0;
+        }
+
+        memcpy(dec + w, p, plen);
+        w += plen;
+    }
+
+    good = w == len && memcmp(dec, text, len) == 0;
+    if (!good) {
+        diag("%zu bytes decode to %zu: '%.*s'", len, w, (int) w, dec);
+    }
+
+    free(ids);
+    free(dec);
+    return good;
+}
+
+
+/* inputs the fuzzer (make fuzz) found wrong, one test each */
+static void
+test_fuzz_findings(void)
+{
+    llm_tokenizer_t  *t;
+
+    /* a stray UTF-8 lead byte before a space took two bytes of the
+     * space's U+2581 into its symbol: SentencePiece decoded the space as
+     * "\xe2\x96\x81" */
+    static const char  lead_space[] = "  \xe6 \xe6\x97\x8futtoeo";
+
+    t = load_vocab("ggml-vocab-phi-3");
+    if (t != NULL) {
+        ok(round_trips(t, lead_space, sizeof(lead_space) - 1),
+           "phi-3: a stray lead byte before a space round-trips");
+        ok(round_trips(t, "\xf0 \xe2", 4),
+           "phi-3: so does a 4-byte lead byte, and one at the end");
+        llm_tokenizer_free(t);
+    }
 }
 
 
