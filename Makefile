@@ -96,22 +96,37 @@ deps:
 clean:
 	rm -rf $(BUILD)
 
-# make fuzz: the template interpreter under libFuzzer, ASan and UBSan for
-# FUZZ_SECONDS, from a corpus seeded with the chat fixtures
+# make fuzz: the template interpreter and the tokenizers under libFuzzer,
+# ASan and UBSan for FUZZ_SECONDS each, from corpora seeded with the chat
+# and vocabulary fixtures
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_FIXTURES ?= ../shared/fixtures
 FUZZ_SRCS     := $(wildcard engine/llm_template*.c) engine/llm_common.c
+FUZZ_TOK_SRCS := $(wildcard engine/llm_tokenizer*.c) engine/llm_gguf.c \
+                 engine/llm_common.c
 
-.PHONY: fuzz
+.PHONY: fuzz fuzz-template fuzz-tokenizer
 
-fuzz: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
+fuzz: fuzz-template fuzz-tokenizer
+
+fuzz-template: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$(BUILD)/fuzz/seed_template $(FUZZ_FIXTURES)/chat $(BUILD)/fuzz/corpus \
 	    $(BUILD)/fuzz/template.dict
 	$(BUILD)/fuzz/fuzz_template -max_total_time=$(FUZZ_SECONDS) \
 	    -timeout=10 -dict=$(BUILD)/fuzz/template.dict \
 	    -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus
+
+fuzz-tokenizer: $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/seed_tokenizer
+	@mkdir -p $(BUILD)/fuzz/corpus-tokenizer
+	$(BUILD)/fuzz/seed_tokenizer $(FUZZ_FIXTURES)/vocab \
+	    $(BUILD)/fuzz/corpus-tokenizer $(BUILD)/fuzz/tokenizer.dict
+	LLM_FIXTURES=$(FUZZ_FIXTURES) $(BUILD)/fuzz/fuzz_tokenizer \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -dict=$(BUILD)/fuzz/tokenizer.dict \
+	    -artifact_prefix=$(BUILD)/fuzz/tokenizer- \
+	    $(BUILD)/fuzz/corpus-tokenizer
 
 $(BUILD)/fuzz/fuzz_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
@@ -123,6 +138,19 @@ $(BUILD)/fuzz/seed_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O1 -DLLM_TEMPLATE_SEED_MAIN -Iengine -o $@ $< \
 	    $(FUZZ_SRCS) -ljansson -lm
+
+$(BUILD)/fuzz/fuzz_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_TOK_SRCS) \
+                              engine/*.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -Iengine -o $@ $< $(FUZZ_TOK_SRCS) \
+	    -lpcre2-8 -lm -pthread
+
+$(BUILD)/fuzz/seed_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_TOK_SRCS) \
+                              engine/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -DLLM_TOKENIZER_SEED_MAIN -Iengine -o $@ $< \
+	    $(FUZZ_TOK_SRCS) -lpcre2-8 -lm -pthread
 
 # bench/loadgen.c: the load generator (HTTP, SSE, and the engine's shared
 # memory with --direct); make soak runs bench/soak.sh: 64 streams for
