@@ -42,7 +42,7 @@
  * at whose boundaries the hardware prefetchers stop; software
  * prefetches go on across them.
  */
-#define LLM_PF_AHEAD  768
+#define LLM_PF_AHEAD  2048
 #define LLM_UNROLL  _Pragma("GCC unroll 8")
 
 
