@@ -100,8 +100,10 @@
     "[\\x{4e00}-\\x{9fa5}\\x{800}-\\x{4e00}\\x{ac00}-\\x{d7ff}]+"
 
 /* "\s+$" finds trailing whitespace; the look-behind only makes PCRE2
- * give up at once inside a run, where "\s+$" alone would rescan the
- * run from every position (quadratic) and still find the same match */
+ * give up at once inside a run, where "\s+$" alone rescans the run
+ * from every position and still finds the same match: 50 KB of spaces
+ * before a CJK character took a minute in PCRE2's interpreter (without
+ * JIT), 5 ms with the look-behind */
 #define LLM_RE_TRAILING_SPACE  "(?<!\\s)\\s+$"
 
 
