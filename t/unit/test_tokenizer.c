@@ -29,6 +29,9 @@ static void test_synthetic(void);
 static void test_bpe_vocabs(void);
 static void test_speed(void);
 static void test_fuzz_findings(void);
+static void test_pre_names(void);
+static int round_trips(const llm_tokenizer_t *t, const char *text,
+    size_t len);
 static void test_detok(void);
 static void test_api(void);
 static void test_special(void);
@@ -51,6 +54,7 @@ main(void)
     test_synthetic();
     test_bpe_vocabs();
     test_speed();
+    test_pre_names();
     test_fuzz_findings();
     test_api();
     test_special();
@@ -1191,6 +1195,112 @@ test_fuzz_findings(void)
            "phi-3: so does a 4-byte lead byte, and one at the end");
         llm_tokenizer_free(t);
     }
+}
+
+
+/*
+ * Every pre-tokenizer name on the synthetic vocabulary: it loads, any
+ * bytes round-trip, and 100 KB of the texts that stress its regexes
+ * (long runs of spaces, letters, digits, newlines) take under a second.
+ */
+static void
+test_pre_names(void)
+{
+    int               n, good, fast;
+    char             *text;
+    size_t            len;
+    uint32_t          x;
+    uint64_t          t0, worst_us;
+    int32_t           dummy;
+    synth_t           o;
+    llm_err_t         err = { 0 };
+    llm_tokenizer_t  *t;
+
+    static const char  *names[] = {
+        "default", "gpt-2", "gpt-neox", "mpt", "olmo", "phi-2",
+        "llama-bpe", "llama3", "qwen2", "stablelm2", "deepseek-llm",
+        "deepseek-coder", "falcon", "starcoder", "refact", "command-r",
+        "smollm", "dbrx", "smaug-bpe", NULL
+    };
+    static const char  *fills[] = {
+        " ", "a", "3", "\n", " \t", "  \n", "\xe4\xb8\x80", "!", NULL
+    };
+
+    len = 100 * 1024;
+    text = malloc(len);
+    if (text == NULL) {
+        abort();
+    }
+
+    for (int i = 0; names[i] != NULL; i++) {
+        o = synth_default;
+        o.pre = names[i];
+
+        if (!ok(synth_load(&t, &o, &err) == LLM_OK, "pre-tokenizer %s "
+                "loads", names[i]))
+        {
+            diag("%s", err.errstr);
+            continue;
+        }
+
+        ok(strcmp(llm_tokenizer_pre(t), names[i]) == 0, "%s: named",
+           names[i]);
+
+        /* random bytes, then the same ending in spaces */
+        x = 1;
+        good = 1;
+        for (int round = 0; round < 20; round++) {
+            char  buf[64];
+
+            for (size_t j = 0; j < sizeof(buf); j++) {
+                x = x * 1103515245 + 12345;
+                buf[j] = (char) (x >> 16);
+                if (round % 2 && j > 40) {
+                    buf[j] = " \n"[j % 2];
+                }
+            }
+
+            good &= round_trips(t, buf, sizeof(buf));
+        }
+
+        ok(good, "%s: random bytes round-trip", names[i]);
+
+        worst_us = 0;
+        fast = 1;
+
+        for (int f = 0; fills[f] != NULL; f++) {
+            size_t  fl = strlen(fills[f]);
+
+            for (size_t j = 0; j < len; j++) {
+                text[j] = fills[f][j % fl];
+            }
+
+            /* and one other character at the end: the runs then do
+             * not reach the end of the text */
+            text[len - 1] = 'x';
+
+            t0 = llm_now_us();
+            n = llm_tokenize(t, text, len, 0, &dummy, 0, &err);
+            t0 = llm_now_us() - t0;
+
+            if (n < 0 || t0 >= 1000000) {
+                fast = 0;
+                diag("%s: 100 KB of '%s': %.3f s", names[i], fills[f],
+                     t0 / 1e6);
+            }
+
+            if (t0 > worst_us) {
+                worst_us = t0;
+            }
+        }
+
+        ok(fast, "%s: 100 KB runs tokenize in under a second (slowest "
+           "%.3f s)", names[i], worst_us / 1e6);
+
+        llm_tokenizer_free(t);
+    }
+
+    free(text);
 }
 
 
