@@ -39,7 +39,11 @@
  * is noted.
  */
 
-/* GPT-2 (encoder.py; HF ByteLevel with use_regex) */
+/* GPT-2 (encoder.py; HF ByteLevel with use_regex).  "\s+(?!\S)" takes
+ * a run of whitespace but its last character when a word follows, so
+ * that " ?\p{L}+" gives the word its space; PCRE2 has the look-ahead,
+ * so this and the patterns below run as written (llama.cpp hand-codes
+ * them for std::regex) */
 #define LLM_RE_GPT2                                                         \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+"      \
     "|\\s+(?!\\S)|\\s+"
