@@ -481,8 +481,7 @@ LLM_INLINE void
 llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
     const llm_q8k_block_t **xb, int nt, __m256 *acc)
 {
-    __m256i   isum[4], msum, mins;
-    uint8_t   s[8];
+    __m256i   isum[4], msum, mins, s16;
     uint32_t  a, b, c;
     uint64_t  sc, mn;
     __m256    d, dmin;
@@ -498,7 +497,6 @@ llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
     mn = (b & 0x3f3f3f3f)
          | (uint64_t) (((c >> 4) & 0x0f0f0f0f) | ((b >> 2) & 0x30303030))
            << 32;
-    memcpy(s, &sc, 8);
 
     d = llm_half8(blk);
     dmin = llm_half8(blk + 2);
@@ -508,6 +506,11 @@ llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
         isum[j] = _mm256_setzero_si256();
     }
 
+    /* the 8 scales as 16-bit lanes, to spread one by byte shuffles */
+    s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(
+              _mm_cvtsi64_si128((long long) sc)));
+
+    LLM_UNROLL
     for (int k = 0; k < 4; k++) {
         __m256i  q, lo, hi, sl, sh;
 
@@ -530,8 +533,12 @@ llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
                      _mm256_set1_epi8(16)));
         }
 
-        sl = _mm256_set1_epi16(s[2 * k]);
-        sh = _mm256_set1_epi16(s[2 * k + 1]);
+        sl = _mm256_shuffle_epi8(s16, _mm256_set1_epi16(
+                                          (short) (0x0100 * (4 * k + 1)
+                                                   + 4 * k)));
+        sh = _mm256_shuffle_epi8(s16, _mm256_set1_epi16(
+                                          (short) (0x0100 * (4 * k + 3)
+                                                   + 4 * k + 2)));
 
         LLM_UNROLL
         for (int j = 0; j < nt; j++) {
@@ -577,7 +584,7 @@ LLM_INLINE void
 llm_block_q6_k(const uint8_t *blk, const llm_q8k_block_t **xb, int nt,
     __m256 *acc)
 {
-    __m256i        isum[4], sc16, m4, m2;
+    __m256i        isum[4], sc16, hs, m4, m2;
     __m256         d;
     const int8_t  *sc;
 
@@ -615,11 +622,23 @@ llm_block_q6_k(const uint8_t *blk, const llm_q8k_block_t **xb, int nt,
                    _mm256_srli_epi16(_mm256_and_si256(
                        h, _mm256_set1_epi8((char) 0xc0)), 2));
 
-        for (int k = 0; k < 4; k++) {
-            int  g = 8 * half + 2 * k;    /* scale of the first 16 */
+        /* this half's 8 scales as 16-bit lanes, in both register
+         * halves; a byte shuffle then spreads scale 2k over the low
+         * half and 2k+1 over the high one, one instruction a group */
+        hs = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(
+                 _mm_loadl_epi64((const __m128i *) (sc + 8 * half))));
 
-            sc16 = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]),
-                                    _mm_set1_epi16(sc[g]));
+        LLM_UNROLL
+        for (int k = 0; k < 4; k++) {
+            sc16 = _mm256_shuffle_epi8(hs, _mm256_setr_epi8(
+                       4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                       4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                       4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                       4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                       4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                       4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                       4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                       4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
 
             LLM_UNROLL
             for (int j = 0; j < nt; j++) {
