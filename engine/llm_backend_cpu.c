@@ -18,6 +18,7 @@
 #include "llm_log.h"
 #include "llm_quant.h"
 #include "llm_threads.h"
+#include "llm_tp.h"
 
 
 #define LLM_ATT_TILE           128     /* positions scored at a time */
@@ -129,7 +130,7 @@ llm_backend_cpu_new(llm_err_t *err)
     be->attention = llm_cpu_attention;
     be->silu_mul = llm_cpu_silu_mul;
     be->group = NULL;
-    be->allreduce = NULL;
+    be->allreduce = llm_tp_allreduce_host;
 
     /* no graphs: issuing an op costs a call */
     be->graph_begin = NULL;

@@ -48,6 +48,7 @@
 #include "llm_model.h"
 #include "llm_quant.h"
 #include "llm_tokenizer.h"
+#include "llm_tp.h"
 
 
 #define LLM_MAX_BATCH_DEFAULT  256     /* tokens per step until set */
@@ -998,17 +999,32 @@ llm_vec(llm_model_t *m, const float **w, const char *name, int64_t n,
 static int
 llm_model_shards(llm_model_t *m, const llm_model_opts_t *o, llm_err_t *err)
 {
-    int            n;
-    llm_shard_t   *sh;
-    llm_config_t  *c;
+    int             n, unit, bs;
+    llm_shard_t    *sh;
+    llm_config_t   *c;
+    llm_tp_part_t   parts[LLM_TP_MAX];
 
     c = &m->config;
     n = o->tp;
 
-    if (n != 1) {
-        return llm_err_set(err, LLM_EUNSUPPORTED,
-                           "%s: tensor parallelism (--tp %d) is not "
-                           "built in", llm_gguf_path(m->gguf), n);
+    if (n < 1 || n > LLM_TP_MAX) {
+        return llm_err_set(err, LLM_EINVAL, "--tp %d is out of range "
+                           "(1..%d)", n, LLM_TP_MAX);
+    }
+
+    /* FFN columns go in whole blocks of every layer's down projection,
+     * so that its slices keep their type (block sizes are powers of 2:
+     * the largest is a multiple of the others) */
+    unit = 1;
+    for (int i = 0; i < c->n_layer; i++) {
+        bs = (int) llm_ggml_blck_size(m->w.layers[i].w_down.type);
+        unit = bs > unit ? bs : unit;
+    }
+
+    if (llm_tp_split(parts, n, c->n_head, c->n_head_kv, c->n_ff, unit, err)
+        != LLM_OK)
+    {
+        return LLM_ERR;
     }
 
     m->shards = calloc((size_t) n, sizeof(llm_shard_t));
@@ -1031,16 +1047,37 @@ llm_model_shards(llm_model_t *m, const llm_model_opts_t *o, llm_err_t *err)
         m->n_shards = i + 1;
         m->group[i] = sh->be;
 
-        sh->head0 = 0;
-        sh->n_head = c->n_head;
-        sh->kv_head0 = 0;
-        sh->n_head_kv = c->n_head_kv;
-        sh->ff0 = 0;
-        sh->n_ff = c->n_ff;
+        sh->head0 = parts[i].head0;
+        sh->n_head = parts[i].n_head;
+        sh->kv_head0 = parts[i].kv_head0;
+        sh->n_head_kv = parts[i].n_head_kv;
+        sh->ff0 = parts[i].ff0;
+        sh->n_ff = parts[i].n_ff;
         sh->q_dim = sh->n_head * c->head_dim;
         sh->kv_dim = sh->n_head_kv * c->head_dim;
 
+        if (i > 0 && strcmp(sh->be->name, m->shards[0].be->name) != 0) {
+            /* "auto" found one device but not the next */
+            return llm_err_set(err, LLM_EUNSUPPORTED,
+                               "shard %d would run on %s, shard 0 on %s",
+                               i, sh->be->name, m->shards[0].be->name);
+        }
+
         if (llm_shard_weights(m, sh, i == 0, err) != LLM_OK) {
+            return LLM_ERR;
+        }
+    }
+
+    if (n > 1) {
+        if (m->shards[0].be->allreduce == NULL) {
+            return llm_err_set(err, LLM_EUNSUPPORTED,
+                               "the %s backend cannot sum over shards",
+                               m->shards[0].be->name);
+        }
+
+        if (m->shards[0].be->group != NULL
+            && m->shards[0].be->group(m->group, n, err) != LLM_OK)
+        {
             return LLM_ERR;
         }
     }
@@ -1148,21 +1185,49 @@ static int
 llm_shard_mat(llm_shard_t *sh, llm_mat_t *dst, const llm_mat_t *src,
     int row0, int n_rows, int col0, int n_cols, llm_err_t *err)
 {
-    const char  *p;
-
-    if (col0 != 0 || n_cols != src->cols) {
-        return llm_err_set(err, LLM_EUNSUPPORTED,
-                           "column slices are not built in");
-    }
-
-    p = (const char *) src->data + (size_t) row0 * src->row_bytes;
+    void       *mem, **owned;
+    llm_mat_t   cut;
 
     *dst = *src;
     dst->rows = n_rows;
-    dst->data = sh->be->upload(sh->be, p, (size_t) n_rows * src->row_bytes,
-                               err);
+    dst->data = (const char *) src->data + (size_t) row0 * src->row_bytes;
+    mem = NULL;
 
-    return dst->data != NULL ? LLM_OK : LLM_ERR;
+    if (col0 != 0 || n_cols != src->cols) {
+        /* a column slice: every row cut and packed on the host */
+        cut = *dst;
+
+        if (llm_tp_slice_cols(&cut, col0, n_cols, dst, &mem, err)
+            != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+    }
+
+    cut = *dst;
+    dst->data = sh->be->upload(sh->be, cut.data,
+                               (size_t) n_rows * cut.row_bytes, err);
+
+    if (mem == NULL) {
+        return dst->data != NULL ? LLM_OK : LLM_ERR;
+    }
+
+    /* the copy lives as long as the backend reads it in place */
+    if (dst->data == NULL || !sh->be->host_mem) {
+        free(mem);
+        return dst->data != NULL ? LLM_OK : LLM_ERR;
+    }
+
+    owned = realloc(sh->owned, (size_t) (sh->n_owned + 1) * sizeof(void *));
+    if (owned == NULL) {
+        free(mem);
+        return llm_err_set(err, LLM_ENOMEM, "out of memory");
+    }
+
+    sh->owned = owned;
+    sh->owned[sh->n_owned++] = mem;
+
+    return LLM_OK;
 }
 
 

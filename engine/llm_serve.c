@@ -39,7 +39,8 @@ static volatile sig_atomic_t  llm_stop;
 
 
 static void llm_serve_usage(void);
-static int llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap);
+static int llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap,
+    const llm_model_opts_t *mo);
 static void llm_serve_loop(llm_server_t *srv);
 static void llm_serve_admit(llm_server_t *srv);
 static int llm_serve_start(llm_server_t *srv, llm_seq_t *q,
@@ -87,6 +88,11 @@ llm_serve_usage(void)
         "  --socket-group G    group of the socket (nginx's workers')\n"
         "  --allow-user U      only this user may attach (repeatable;"
         " name or uid)\n"
+        "  --backend B         cpu, cuda or auto (a GPU if usable; cpu)\n"
+        "  --device N          the GPU of the first shard (0)\n"
+        "  --tp N              shards of each model: heads and FFN split"
+        " over\n"
+        "                      GPUs device..device+N-1, or CPU loops (1)\n"
         "  --log-level L       error, warn, info or debug (info)\n"
         "  --debug-step-delay MS  sleep after every step (a fault mode for"
         " tests)\n");
@@ -106,6 +112,7 @@ llm_serve_main(int argc, char **argv)
     llm_server_t        *srv;
     llm_ipc_conf_t       conf;
     struct sigaction     sa;
+    llm_model_opts_t     mopts;
 
     static const struct option  opts[] = {
         { "socket",      required_argument, NULL, 's' },
@@ -124,6 +131,9 @@ llm_serve_main(int argc, char **argv)
         { "kv-cache",    required_argument, NULL, 'k' },
         { "batch-tokens", required_argument, NULL, 'b' },
         { "debug-step-delay", required_argument, NULL, 'd' },
+        { "backend",     required_argument, NULL, 'E' },
+        { "device",      required_argument, NULL, 'D' },
+        { "tp",          required_argument, NULL, 'T' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -149,6 +159,7 @@ llm_serve_main(int argc, char **argv)
     kv_bytes = (size_t) 512 << 20;
     ctx_cap = 4096;
     n_models = 0;
+    memset(&mopts, 0, sizeof(mopts));
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -179,6 +190,27 @@ llm_serve_main(int argc, char **argv)
 
         case 'r':
             rconf.addr = optarg;
+            break;
+
+        case 'E':
+            mopts.backend = optarg;
+            break;
+
+        case 'D':
+        case 'T':
+            errno = 0;
+            rc = (int) strtol(optarg, &end, 10);
+            if (errno || *end != '\0' || rc < (c == 'T')
+                || rc > (c == 'T' ? LLM_TP_MAX : 1024))
+            {
+                fprintf(stderr, "llm-engine: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (c == 'T') {
+                mopts.tp = rc;
+            } else {
+                mopts.device = rc;
+            }
             break;
 
         case 't':
@@ -278,7 +310,7 @@ llm_serve_main(int argc, char **argv)
     }
 
     for (int i = 0; i < n_models; i++) {
-        if (llm_serve_load(srv, models[i], ctx_cap) != LLM_OK) {
+        if (llm_serve_load(srv, models[i], ctx_cap, &mopts) != LLM_OK) {
             return 1;
         }
     }
@@ -393,7 +425,8 @@ llm_serve_main(int argc, char **argv)
 
 
 static int
-llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap)
+llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap,
+    const llm_model_opts_t *mo)
 {
     size_t              len;
     const char         *eq;
@@ -417,7 +450,7 @@ llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap)
     memcpy(m->name, spec, len);
     m->name[len] = '\0';
 
-    if (llm_model_load(&m->model, eq + 1, &err) != LLM_OK) {
+    if (llm_model_load_opts(&m->model, eq + 1, mo, &err) != LLM_OK) {
         fprintf(stderr, "llm-engine: %s\n", err.errstr);
         return LLM_ERR;
     }
@@ -432,8 +465,9 @@ llm_serve_load(llm_server_t *srv, const char *spec, int ctx_cap)
     }
 
     llm_log(LLM_LOG_INFO, "model %s: %s, %s, %d layers, d=%d, vocab %d, "
-            "context %d", m->name, eq + 1, m->cfg->arch, m->cfg->n_layer,
-            m->cfg->n_embd, m->cfg->n_vocab, m->n_ctx);
+            "context %d, on %s x%d", m->name, eq + 1, m->cfg->arch,
+            m->cfg->n_layer, m->cfg->n_embd, m->cfg->n_vocab, m->n_ctx,
+            llm_model_backend(m->model), llm_model_tp(m->model));
 
     return LLM_OK;
 }

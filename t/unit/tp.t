@@ -1,0 +1,2 @@
+#!/usr/bin/perl
+exec "./build/t/test_tp" or die "run make first: $!\n";
