@@ -621,11 +621,17 @@ llm_block_q6_k(const uint8_t *b, float *y)
  * LLM_DEQ_ROWS rows is dequantized to f32 once, LLM_DEQ_COLS columns at
  * a time, into its thread's tile, and multiplied by the f32 inputs (the
  * f16- or bf16-rounded ones for those types), which on the AVX2 CPUs
- * this was tuned on runs faster than the 8-bit products.  As llama.cpp
- * says of its own batches, many tokens may take another path.
+ * this was tuned on runs faster than the 8-bit products.
+ *
+ * That path is off (LLM_DEQ_MIN_TOK is out of reach): a token's result
+ * must not depend on how many other tokens share its step, or the
+ * scheduler's batching would change what a request generates (the same
+ * seed must give the same tokens under any load, and t/unit/test_batch.c
+ * checks it).  It can come back once its arithmetic per row is the 8-bit
+ * one, tiled over tokens.
  */
 
-#define LLM_DEQ_MIN_TOK  16
+#define LLM_DEQ_MIN_TOK  ((int64_t) 1 << 40)
 #define LLM_DEQ_ROWS     24
 #define LLM_DEQ_COLS     1024
 #define LLM_DEQ_TILE     (LLM_DEQ_ROWS * LLM_DEQ_COLS * sizeof(float))
