@@ -5,6 +5,7 @@
 #   make demo         serve models/stories260K.gguf on 127.0.0.1:8080
 #   make deps         install missing Debian packages (as root)
 #   make SAN=1 ...    build with AddressSanitizer and UBSan
+#   make CUDA=1 ...   add the CUDA backend (kernels/, cuBLAS, NCCL)
 
 CC       ?= cc
 BUILD    ?= build
@@ -38,6 +39,46 @@ MODULE_SRCS := $(wildcard ngx_llm_module/*.c ngx_llm_module/*.h) \
 
 all: engine module units tools loadgen
 
+# make CUDA=1: kernels/*.cu through nvcc for sm_80 and sm_90 (A100,
+# H100/H200) with line info for the profilers, and the engine's CUDA
+# files compiled again with LLM_CUDA into $(BUILD)/cuda (plain builds
+# get their stubs), linked with cuBLAS and NCCL.  The flavor stamp
+# relinks every program when CUDA changes, so that one BUILD never
+# mixes the two.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+NVFLAGS    = -O2 -g -lineinfo -std=c++17 \
+             -Xcompiler -Wall,-Werror,-fno-strict-aliasing \
+             -gencode arch=compute_80,code=sm_80 \
+             -gencode arch=compute_90,code=sm_90 -Ikernels -Iengine
+CUDA_C    := engine/llm_backend_cuda.c engine/llm_nccl.c
+CUDA_DEPS := $(wildcard kernels/*.h kernels/*.cuh engine/*.h)
+FLAVOR    := $(BUILD)/.flavor-$(if $(filter 1,$(CUDA)),cuda,cpu)
+
+ifeq ($(CUDA),1)
+CUDA_OBJS   := $(patsubst engine/%.c,$(BUILD)/cuda/%.o,$(CUDA_C)) \
+               $(patsubst kernels/%.cu,$(BUILD)/cuda/%.o, \
+                          $(wildcard kernels/*.cu))
+ENGINE_OBJS := $(filter-out $(patsubst engine/%.c,$(BUILD)/engine/%.o, \
+                                       $(CUDA_C)),$(ENGINE_OBJS)) \
+               $(CUDA_OBJS)
+LIB_OBJS    := $(filter-out $(BUILD)/engine/main.o,$(ENGINE_OBJS))
+LDLIBS      += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lnccl \
+               -lstdc++
+endif
+
+$(BUILD)/cuda/%.o: engine/%.c $(CUDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DLLM_CUDA -Ikernels -isystem $(CUDA_HOME)/include \
+	    -c -o $@ $<
+
+$(BUILD)/cuda/%.o: kernels/%.cu $(CUDA_DEPS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c -o $@ $<
+
+$(FLAVOR):
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/.flavor-* && touch $@
+
 engine: $(BUILD)/llm-engine
 units: $(UNIT_BINS)
 module: $(BUILD)/ngx_http_llm_module.so
@@ -46,20 +87,21 @@ $(BUILD)/engine/%.o: engine/%.c $(wildcard engine/*.h engine/proto/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/llm-engine: $(ENGINE_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/llm-engine: $(ENGINE_OBJS) $(FLAVOR)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 # tools/gguf_write.c: random-weight GGUF files of real shapes (bench/);
 # bench/sched_bench.c: the scheduler through the engine's protocol
 tools: $(BUILD)/gguf-write $(BUILD)/sched-bench
 
-$(BUILD)/sched-bench: bench/sched_bench.c t/unit/llm_test_client.h $(LIB_OBJS)
+$(BUILD)/sched-bench: bench/sched_bench.c t/unit/llm_test_client.h $(LIB_OBJS) \
+                      $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
-$(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS)
+$(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS) $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
-$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB_OBJS)
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB_OBJS) $(FLAVOR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 

@@ -64,6 +64,7 @@ typedef struct {
     const int32_t  **blocks;        /* (n_segs) block tables */
     const int32_t   *n_blocks;      /* (n_segs) entries each one needs:
                                      * its last position / bs + 1 */
+    int              block_size;    /* positions per block */
     int              decode;        /* one token per segment: the shape
                                      * a graph may replay */
 } llm_step_t;
@@ -84,6 +85,61 @@ typedef struct {
     size_t           layer_floats;  /* 2 * block_size * kv_dim */
     size_t           block_floats;  /* n_layer * layer_floats */
 } llm_kv_buf_t;
+
+
+#ifdef __CUDACC__
+#define LLM_HOST_DEVICE  __host__ __device__
+#else
+#define LLM_HOST_DEVICE
+#endif
+
+
+/*
+ * What to draw from a row of logits (the sample hook): weights
+ * w = exp((l - max) / temperature); kept are the top_k largest logits
+ * (ties kept), of those the ones of weight >= min_p, of those the
+ * fewest largest whose weight is top_p of theirs (never fewer than the
+ * largest).  u = llm_sample_uniform(seed, counter) picks the first kept
+ * index, in index order, where the running weight passes u times the
+ * kept weight.  Temperature 0 is argmax (the first largest).
+ */
+typedef struct {
+    float            temperature;
+    int32_t          top_k;         /* 0: all */
+    float            top_p;         /* 1: all */
+    float            min_p;         /* 0: all */
+    uint64_t         seed;          /* the request's */
+    uint64_t         counter;       /* tokens drawn so far */
+} llm_sample_params_t;
+
+
+/* the uniform draw in [0, 1) of a request's counter-th token: splitmix64
+ * of seed and counter, 24 bits; the same on the host and the device */
+static inline LLM_HOST_DEVICE float
+llm_sample_uniform(uint64_t seed, uint64_t counter)
+{
+    uint64_t  z;
+
+    z = seed + (counter + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+
+    return (float) (z >> 40) * (1.0f / 16777216.0f);
+}
+
+
+/* a float's bits as an unsigned key in the floats' order (NaN aside) */
+static inline LLM_HOST_DEVICE uint32_t
+llm_sample_key(uint32_t bits)
+{
+    return (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;
+}
+
+
+/* the draw on the host: the reference of the sample hooks */
+int32_t llm_sample_twin(const float *logits, int n,
+    const llm_sample_params_t *p);
 
 
 /* what the ops of a step may need at most, to size scratch up front */
@@ -205,6 +261,13 @@ struct llm_backend_s {
      */
     int   (*graph_begin)(llm_backend_t *be, uint64_t key, llm_err_t *err);
     int   (*graph_end)(llm_backend_t *be, uint64_t key, llm_err_t *err);
+
+    /* optional: out (n_rows) host memory = a token drawn from each row
+     * of logits (n_rows, n_vocab), under params (n_rows) host memory,
+     * so that the logits need not leave the device */
+    int   (*sample)(llm_backend_t *be, int32_t *out, const float *logits,
+                    int n_rows, int n_vocab,
+                    const llm_sample_params_t *params, llm_err_t *err);
 };
 
 

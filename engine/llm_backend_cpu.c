@@ -85,6 +85,10 @@ static void llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks,
     int layer, int n_pos, int kv_head, int hd, const float *q, float *out);
 static void rmsnorm(float *out, const float *x, const float *w, int n,
     float eps);
+static int llm_cpu_sample(llm_backend_t *be, int32_t *out,
+    const float *logits, int n_rows, int n_vocab,
+    const llm_sample_params_t *params, llm_err_t *err);
+static uint32_t llm_key_of(float x);
 
 
 llm_backend_t *
@@ -135,6 +139,7 @@ llm_backend_cpu_new(llm_err_t *err)
     /* no graphs: issuing an op costs a call */
     be->graph_begin = NULL;
     be->graph_end = NULL;
+    be->sample = llm_cpu_sample;
 
     return be;
 }
@@ -595,6 +600,136 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
     for (int i = 0; i < n; i++) {
         out[i] = x[i] * scale * w[i];
     }
+}
+
+
+static int
+llm_cpu_sample(llm_backend_t *be, int32_t *out, const float *logits,
+    int n_rows, int n_vocab, const llm_sample_params_t *params,
+    llm_err_t *err)
+{
+    (void) be;
+    (void) err;
+
+    for (int r = 0; r < n_rows; r++) {
+        out[r] = llm_sample_twin(logits + (size_t) r * n_vocab, n_vocab,
+                                 &params[r]);
+    }
+
+    return LLM_OK;
+}
+
+
+static uint32_t
+llm_key_of(float x)
+{
+    uint32_t  bits;
+
+    memcpy(&bits, &x, sizeof(bits));
+    return llm_sample_key(bits);
+}
+
+
+/*
+ * The draw of llm_backend.h, plainly: the twin of kernels/sample.cu,
+ * which finds the same thresholds by the same radix selection (sums
+ * here run in index order, there over a block: rows whose thresholds
+ * fall within rounding of a sum may differ).
+ */
+int32_t
+llm_sample_twin(const float *x, int n, const llm_sample_params_t *p)
+{
+    int32_t   best, last;
+    uint32_t  kk, kp, cand, kmax;
+    float     mx, t, s, target, w;
+
+#define LLM_W(v)     expf(((v) - mx) / t)
+#define LLM_KEPT(v)  (llm_key_of(v) >= kk                                 \
+                      && (p->min_p <= 0.0f || LLM_W(v) >= p->min_p))
+
+    best = 0;
+    for (int i = 1; i < n; i++) {
+        if (x[i] > x[best]) {
+            best = i;
+        }
+    }
+
+    if (!(p->temperature > 0.0f)) {
+        return best;
+    }
+
+    t = p->temperature;
+    mx = x[best];
+    kmax = llm_key_of(mx);
+
+    kk = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        for (int b = 31; b >= 0; b--) {
+            cand = kk | (1u << b);
+            s = 0.0f;
+
+            for (int i = 0; i < n; i++) {
+                s += llm_key_of(x[i]) >= cand ? 1.0f : 0.0f;
+            }
+
+            if (s >= (float) p->top_k) {
+                kk = cand;
+            }
+        }
+    }
+
+    kp = 0;
+    if (p->top_p < 1.0f) {
+        s = 0.0f;
+        for (int i = 0; i < n; i++) {
+            s += LLM_KEPT(x[i]) ? LLM_W(x[i]) : 0.0f;
+        }
+        target = p->top_p * s;
+
+        for (int b = 31; b >= 0; b--) {
+            cand = kp | (1u << b);
+            s = 0.0f;
+
+            for (int i = 0; i < n; i++) {
+                s += LLM_KEPT(x[i]) && llm_key_of(x[i]) >= cand
+                     ? LLM_W(x[i]) : 0.0f;
+            }
+
+            if (s >= target) {
+                kp = cand;
+            }
+        }
+
+        kp = kp < kmax ? kp : kmax;
+    }
+
+    kk = kk > kp ? kk : kp;
+
+    s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s += LLM_KEPT(x[i]) ? LLM_W(x[i]) : 0.0f;
+    }
+
+    target = llm_sample_uniform(p->seed, p->counter) * s;
+    s = 0.0f;
+    last = -1;
+
+    for (int i = 0; i < n; i++) {
+        if (LLM_KEPT(x[i])) {
+            w = LLM_W(x[i]);
+            s += w;
+            last = i;
+
+            if (s > target) {
+                return i;
+            }
+        }
+    }
+
+#undef LLM_KEPT
+#undef LLM_W
+
+    return last >= 0 ? last : best;
 }
 
 

@@ -1958,6 +1958,7 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
     st.n_segs = n_segs;
     st.blocks = s->seg_blocks;
     st.n_blocks = s->seg_nblocks;
+    st.block_size = p->block_size;
     st.decode = n_segs == n_tok;
 
     for (int i = 0; i < m->n_shards; i++) {
@@ -1968,12 +1969,12 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
         }
     }
 
-    /* a graph per decode shape: one shard only, as the shards of a
+    /* a graph per decode shape (the batch, and the pool whose addresses
+     * and sizes a recording holds); one shard only, as the shards of a
      * group would have to record their collectives together */
-
     be = m->shards[0].be;
     replay = 0;
-    key = (uint64_t) n_tok;
+    key = llm_hash_data((uint64_t) n_tok, &p->kv[0], sizeof(llm_kv_buf_t));
 
     if (st.decode && m->n_shards == 1 && be->graph_begin != NULL) {
         replay = be->graph_begin(be, key, err);

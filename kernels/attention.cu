@@ -1,0 +1,449 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * Attention over the paged KV cache.  Position p of a token's sequence
+ * is slot p % block_size of block bt[seg][p / block_size]; a block is
+ * (n_layer, 2, block_size, kv_dim) f32, keys then values, and KV head g
+ * is channels g * hd .. g * hd + hd - 1 of a slot.  Query head h reads
+ * KV head h / (n_head / n_head_kv).  Scores are q . k / sqrt(hd) over
+ * positions 0..pos (causal), softmax taken with a running maximum
+ * ("online"), every sum in f32.  Head sizes up to 256; lane l of a warp
+ * holds dims l, l + 32, ... of a head.
+ */
+
+#include "common.cuh"
+#include "llm_kernels.h"
+
+
+#define LLM_ATT_MAX_D    8              /* dims per lane: hd <= 256 */
+#define LLM_ATT_WARPS    4
+#define LLM_ATT_TK       32             /* prefill: positions per K/V
+                                         * tile, a lane each */
+
+
+static __device__ __forceinline__ const float *
+llm_att_slot(const float *kv, int64_t block_floats, int64_t layer_floats,
+    int block_size, int kv_dim, int layer, const int32_t *bt, int p, int g,
+    int hd)
+{
+    int64_t  blk = bt[p / block_size];
+
+    return kv + blk * block_floats + (int64_t) layer * layer_floats
+           + (int64_t) (p % block_size) * kv_dim + (int64_t) g * hd;
+}
+
+
+/*
+ * Decode, split over the sequence (flash-decoding): grid (n_head, T,
+ * n_split), 4 warps a block.  Block (h, t, s) covers positions
+ * [s * CHUNK, (s + 1) * CHUNK) of token t's 0..pos[t]; its warps take
+ * every fourth position, each keeping a running max m, sum l and
+ * weighted values acc, merged at the end into partial (T, n_head,
+ * n_split, hd + 2) f32: m, l, acc[hd].  A split past the sequence's end
+ * writes m = -inf, l = 0.
+ */
+static __global__ void
+llm_att_decode_kernel(float *partial, const float *q, const float *kv,
+    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
+    int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
+    const int32_t *seg, const int32_t *bt, int bt_stride, int n_split)
+{
+    __shared__ float  wm[LLM_ATT_WARPS];
+    __shared__ float  wl[LLM_ATT_WARPS];
+    __shared__ float  wacc[LLM_ATT_WARPS][LLM_ATT_MAX_D * 32];
+
+    int             h, t, s, g, lane, warp, n_pos, p0, p1, d;
+    float           qv[LLM_ATT_MAX_D], acc[LLM_ATT_MAX_D];
+    float           m, l, dot, corr, e, scale, f, mm, ll;
+    float          *out;
+    const float    *kp, *vp, *qp;
+    const int32_t  *tbl;
+
+    h = blockIdx.x;
+    t = blockIdx.y;
+    s = blockIdx.z;
+    lane = threadIdx.x % 32;
+    warp = threadIdx.x / 32;
+    g = h / (n_head / n_head_kv);
+
+    n_pos = pos[t] + 1;
+    p0 = s * LLM_CUDA_ATT_CHUNK;
+    p1 = min(n_pos, p0 + LLM_CUDA_ATT_CHUNK);
+    tbl = bt + (int64_t) seg[t] * bt_stride;
+    scale = rsqrtf((float) hd);
+    qp = q + ((int64_t) t * n_head + h) * hd;
+
+#pragma unroll
+    for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+        d = lane + 32 * k;
+        qv[k] = d < hd ? qp[d] * scale : 0.0f;
+        acc[k] = 0.0f;
+    }
+
+    m = -INFINITY;
+    l = 0.0f;
+
+    for (int p = p0 + warp; p < p1; p += LLM_ATT_WARPS) {
+        kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+                          kv_dim, layer, tbl, p, g, hd);
+        vp = kp + (int64_t) block_size * kv_dim;
+
+        dot = 0.0f;
+
+#pragma unroll
+        for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+            d = lane + 32 * k;
+            if (d < hd) {
+                dot += qv[k] * kp[d];
+            }
+        }
+
+        dot = llm_warp_sum(dot);
+
+        if (dot > m) {
+            corr = expf(m - dot);       /* 0 while m is -inf */
+            l *= corr;
+
+#pragma unroll
+            for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+                acc[k] *= corr;
+            }
+
+            m = dot;
+        }
+
+        e = expf(dot - m);
+        l += e;
+
+#pragma unroll
+        for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+            d = lane + 32 * k;
+            if (d < hd) {
+                acc[k] += e * vp[d];
+            }
+        }
+    }
+
+    /* the warps' states merged: each scaled to the largest maximum */
+
+    if (lane == 0) {
+        wm[warp] = m;
+        wl[warp] = l;
+    }
+
+#pragma unroll
+    for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+        wacc[warp][lane + 32 * k] = acc[k];
+    }
+
+    __syncthreads();
+
+    mm = -INFINITY;
+    for (int w = 0; w < LLM_ATT_WARPS; w++) {
+        mm = fmaxf(mm, wm[w]);
+    }
+
+    ll = 0.0f;
+    for (int w = 0; w < LLM_ATT_WARPS; w++) {
+        ll += wm[w] == -INFINITY ? 0.0f : wl[w] * expf(wm[w] - mm);
+    }
+
+    out = partial + (((int64_t) t * n_head + h) * n_split + s) * (hd + 2);
+
+    if (threadIdx.x == 0) {
+        out[0] = mm;
+        out[1] = ll;
+    }
+
+    for (d = threadIdx.x; d < hd; d += blockDim.x) {
+        f = 0.0f;
+
+        for (int w = 0; w < LLM_ATT_WARPS; w++) {
+            if (wm[w] != -INFINITY) {
+                f += wacc[w][d] * expf(wm[w] - mm);
+            }
+        }
+
+        out[2 + d] = f;
+    }
+}
+
+
+/*
+ * The splits of each (token, head) merged: out (T, n_head * hd) f32 =
+ * sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M), M the largest m_s.
+ * Grid (n_head, T), 128 threads over the dims.
+ */
+static __global__ void
+llm_att_combine_kernel(float *out, const float *partial, int n_head, int hd,
+    int n_split)
+{
+    int           h, t;
+    float         mm, ll, f, acc;
+    const float  *ps;
+
+    h = blockIdx.x;
+    t = blockIdx.y;
+    ps = partial + ((int64_t) t * n_head + h) * n_split * (hd + 2);
+
+    mm = -INFINITY;
+    for (int s = 0; s < n_split; s++) {
+        mm = fmaxf(mm, ps[(int64_t) s * (hd + 2)]);
+    }
+
+    ll = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        f = ps[(int64_t) s * (hd + 2)];
+        ll += f == -INFINITY ? 0.0f
+                             : ps[(int64_t) s * (hd + 2) + 1] * expf(f - mm);
+    }
+
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        acc = 0.0f;
+
+        for (int s = 0; s < n_split; s++) {
+            f = ps[(int64_t) s * (hd + 2)];
+            if (f != -INFINITY) {
+                acc += ps[(int64_t) s * (hd + 2) + 2 + d] * expf(f - mm);
+            }
+        }
+
+        out[((int64_t) t * n_head + h) * hd + d] = acc / ll;
+    }
+}
+
+
+/*
+ * Prefill, tiled: grid (n_tiles, n_head), 4 warps a block.  A tile is up
+ * to LLM_CUDA_QTILE consecutive tokens of one sequence (positions
+ * P0..P0 + n - 1); the block walks positions 0..P0 + n - 1 in tiles of
+ * LLM_ATT_TK, each K/V tile loaded into shared memory once for all its
+ * query rows.  Warp w owns rows w, w + 4, ...; for each row, lane j
+ * scores position j of the K/V tile (masked past the row's position),
+ * the warp takes their max and sum, and every lane adds the weighted
+ * values of its dims.  Shared: Q (QTILE, hd), K (TK, hd + 1: rows read
+ * down a column by the lanes, padded off one bank), V (TK, hd).
+ */
+static __global__ void
+llm_att_prefill_kernel(float *out, const float *q, const float *kv,
+    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
+    int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
+    const int32_t *seg, const int32_t *bt, int bt_stride,
+    const int32_t *tiles)
+{
+    extern __shared__ float  sm[];
+
+    int             t0, nt, h, g, lane, warp, p_first, p_last, n_k, r, pr,
+                    j, d;
+    float           m[LLM_CUDA_QTILE / LLM_ATT_WARPS];
+    float           l[LLM_CUDA_QTILE / LLM_ATT_WARPS];
+    float           acc[LLM_CUDA_QTILE / LLM_ATT_WARPS][LLM_ATT_MAX_D];
+    float           sc, mx, mnew, corr, pe, scale, *qs, *ks, *vs;
+    const float    *kp;
+    const int32_t  *tbl;
+
+    t0 = tiles[2 * blockIdx.x];
+    nt = tiles[2 * blockIdx.x + 1];
+    h = blockIdx.y;
+    g = h / (n_head / n_head_kv);
+    lane = threadIdx.x % 32;
+    warp = threadIdx.x / 32;
+
+    p_first = pos[t0];
+    p_last = pos[t0 + nt - 1];
+    tbl = bt + (int64_t) seg[t0] * bt_stride;
+    scale = rsqrtf((float) hd);
+
+    qs = sm;
+    ks = qs + LLM_CUDA_QTILE * hd;
+    vs = ks + LLM_ATT_TK * (hd + 1);
+
+    for (int i = threadIdx.x; i < nt * hd; i += blockDim.x) {
+        r = i / hd;
+        d = i % hd;
+        qs[i] = q[((int64_t) (t0 + r) * n_head + h) * hd + d] * scale;
+    }
+
+#pragma unroll
+    for (int ri = 0; ri < LLM_CUDA_QTILE / LLM_ATT_WARPS; ri++) {
+        m[ri] = -INFINITY;
+        l[ri] = 0.0f;
+
+#pragma unroll
+        for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+            acc[ri][k] = 0.0f;
+        }
+    }
+
+    for (int kv0 = 0; kv0 <= p_last; kv0 += LLM_ATT_TK) {
+        n_k = min(LLM_ATT_TK, p_last + 1 - kv0);
+
+        __syncthreads();
+
+        for (int i = threadIdx.x; i < n_k * hd; i += blockDim.x) {
+            j = i / hd;
+            d = i % hd;
+            kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+                              kv_dim, layer, tbl, kv0 + j, g, hd);
+            ks[j * (hd + 1) + d] = kp[d];
+            vs[j * hd + d] = kp[(int64_t) block_size * kv_dim + d];
+        }
+
+        __syncthreads();
+
+#pragma unroll
+        for (int ri = 0; ri < LLM_CUDA_QTILE / LLM_ATT_WARPS; ri++) {
+            r = warp + LLM_ATT_WARPS * ri;
+
+            if (r >= nt) {
+                continue;               /* the whole warp alike */
+            }
+
+            pr = p_first + r;
+
+            sc = -INFINITY;
+            if (lane < n_k && kv0 + lane <= pr) {
+                sc = 0.0f;
+                for (d = 0; d < hd; d++) {
+                    sc += qs[r * hd + d] * ks[lane * (hd + 1) + d];
+                }
+            }
+
+            mx = llm_warp_max(sc);
+            if (mx == -INFINITY) {
+                continue;               /* past the row's position */
+            }
+
+            mnew = fmaxf(m[ri], mx);
+            corr = m[ri] == -INFINITY ? 0.0f : expf(m[ri] - mnew);
+            pe = sc == -INFINITY ? 0.0f : expf(sc - mnew);
+            l[ri] = l[ri] * corr + llm_warp_sum(pe);
+            m[ri] = mnew;
+
+#pragma unroll
+            for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+                acc[ri][k] *= corr;
+            }
+
+            for (int jj = 0; jj < n_k; jj++) {
+                float  pj = __shfl_sync(0xffffffffu, pe, jj);
+
+#pragma unroll
+                for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+                    d = lane + 32 * k;
+                    if (d < hd) {
+                        acc[ri][k] += pj * vs[jj * hd + d];
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int ri = 0; ri < LLM_CUDA_QTILE / LLM_ATT_WARPS; ri++) {
+        r = warp + LLM_ATT_WARPS * ri;
+
+        if (r < nt) {
+#pragma unroll
+            for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+                d = lane + 32 * k;
+                if (d < hd) {
+                    out[((int64_t) (t0 + r) * n_head + h) * hd + d] =
+                        acc[ri][k] / l[ri];
+                }
+            }
+        }
+    }
+}
+
+
+static int
+llm_att_check(int n_head, int n_head_kv, int hd)
+{
+    if (hd <= 0 || hd > 32 * LLM_ATT_MAX_D || n_head_kv <= 0
+        || n_head % n_head_kv != 0)
+    {
+        llm_cuda_record("kernel", 0, "unsupported head shape",
+                        "llm_att_check", __FILE__, __LINE__);
+        return LLM_CUDA_FAILED;
+    }
+
+    return 0;
+}
+
+
+extern "C" int
+llm_cuda_attention_decode(float *out, const float *q,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
+    const llm_cuda_step_t *st, int n_split, float *partial,
+    llm_stream_t stream)
+{
+    int           n_head_kv;
+    cudaStream_t  s = (cudaStream_t) stream;
+
+    n_head_kv = kv->kv_dim / (hd > 0 ? hd : 1);
+
+    if (st->n_tok <= 0) {
+        return 0;
+    }
+
+    if (llm_att_check(n_head, n_head_kv, hd) != 0 || n_split <= 0
+        || n_split > 65535 || st->n_tok > 65535)
+    {
+        return LLM_CUDA_FAILED;
+    }
+
+    llm_att_decode_kernel<<<dim3(n_head, st->n_tok, n_split),
+                            32 * LLM_ATT_WARPS, 0, s>>>(
+        partial, q, kv->data, kv->block_floats, kv->layer_floats,
+        kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos,
+        st->seg, st->bt, st->bt_stride, n_split);
+    LLM_CUDA_LAUNCHED(s);
+
+    llm_att_combine_kernel<<<dim3(n_head, st->n_tok), 128, 0, s>>>(
+        out, partial, n_head, hd, n_split);
+    LLM_CUDA_LAUNCHED(s);
+
+    return 0;
+}
+
+
+extern "C" int
+llm_cuda_attention_prefill(float *out, const float *q,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
+    const llm_cuda_step_t *st, llm_stream_t stream)
+{
+    int           n_head_kv;
+    size_t        smem;
+    cudaStream_t  s = (cudaStream_t) stream;
+
+    n_head_kv = kv->kv_dim / (hd > 0 ? hd : 1);
+
+    if (st->n_tiles <= 0) {
+        return 0;
+    }
+
+    if (llm_att_check(n_head, n_head_kv, hd) != 0 || n_head > 65535) {
+        return LLM_CUDA_FAILED;
+    }
+
+    smem = (size_t) (LLM_CUDA_QTILE * hd + LLM_ATT_TK * (hd + 1)
+                     + LLM_ATT_TK * hd) * sizeof(float);
+
+    if (smem > 48 * 1024) {
+        /* beyond the default, per device: set it every time, it is a
+         * host-side attribute, not work on the stream */
+        LLM_CUDA_CHECK(cudaFuncSetAttribute(
+            llm_att_prefill_kernel,
+            cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem));
+    }
+
+    llm_att_prefill_kernel<<<dim3(st->n_tiles, n_head), 32 * LLM_ATT_WARPS,
+                             smem, s>>>(
+        out, q, kv->data, kv->block_floats, kv->layer_floats,
+        kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos,
+        st->seg, st->bt, st->bt_stride, st->tiles);
+    LLM_CUDA_LAUNCHED(s);
+
+    return 0;
+}

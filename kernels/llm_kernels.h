@@ -1,0 +1,169 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * The CUDA kernels' launchers, callable from C.  Each takes an explicit
+ * stream, neither allocates nor synchronizes (the backend decides where
+ * to wait), and returns 0 or LLM_CUDA_FAILED with the failure recorded
+ * (common.cuh: llm_cuda_take_error).  Pointers are device memory unless
+ * said otherwise; matrices are row-major, activations f32, and every
+ * sum is accumulated in f32.  The CPU twin of each is named: the tests
+ * in t/gpu/test_kernels.c hold them to it.
+ */
+
+#ifndef LLM_KERNELS_H
+#define LLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llm_backend.h"            /* llm_sample_params_t */
+
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
+/* a cudaStream_t, without the CUDA headers */
+typedef struct llm_stream_s  *llm_stream_t;
+
+
+/* the ggml types the kernels decode (values as in llm_gguf.h) */
+enum {
+    LLM_KT_F32 = 0,
+    LLM_KT_F16 = 1,
+    LLM_KT_Q4_0 = 2,
+    LLM_KT_Q8_0 = 8,
+    LLM_KT_Q4_K = 12,
+    LLM_KT_Q5_K = 13,
+    LLM_KT_Q6_K = 14,
+    LLM_KT_BF16 = 30
+};
+
+/* 1 if the kernels decode this type */
+int llm_cuda_type_supported(uint32_t type);
+
+
+/* where a step's per-token data lives on the device (llm_backend.h's
+ * llm_step_t, uploaded): bt is (n_segs, bt_stride) block tables */
+typedef struct {
+    const int32_t   *tokens;        /* (T) */
+    const int32_t   *pos;           /* (T) */
+    const int32_t   *seg;           /* (T) */
+    const int32_t   *bt;            /* (n_segs, bt_stride) */
+    const int32_t   *tiles;         /* (n_tiles, 2): first token, count:
+                                     * runs of one segment, at most
+                                     * LLM_CUDA_QTILE tokens */
+    int              n_tok;
+    int              n_tiles;
+    int              bt_stride;
+} llm_cuda_step_t;
+
+/* one share of a paged KV cache (llm_kv_buf_t) */
+typedef struct {
+    float           *data;          /* (n_blocks, n_layer, 2, block_size,
+                                     * kv_dim) f32 */
+    int              block_size;
+    int              kv_dim;
+    int64_t          layer_floats;
+    int64_t          block_floats;
+} llm_cuda_kv_t;
+
+
+#define LLM_CUDA_QTILE       16     /* query tokens per prefill tile */
+#define LLM_CUDA_ATT_CHUNK   256    /* positions per decode split */
+#define LLM_CUDA_GEMV_MAX    8      /* tokens the GEMV kernels take */
+#define LLM_CUDA_TOPK_MAX    1024
+
+
+/* embed.cu: out (T, d) = row tokens[t] of w (n_vocab, d) of type type,
+ * rows row_bytes apart, decoded.  CPU twin: llm_dequant_row */
+int llm_cuda_embed(float *out, const void *w, uint32_t type,
+    size_t row_bytes, int d, const llm_cuda_step_t *st,
+    llm_stream_t stream);
+
+/* rmsnorm.cu: out (n_rows, dim) = x / rms(x) * w; out may be x.
+ * add_rmsnorm first adds y to x (the residual).  CPU twins:
+ * llm_backend_cpu.c rmsnorm, add_rmsnorm */
+int llm_cuda_rmsnorm(float *out, const float *x, const float *w,
+    int64_t n_rows, int dim, float eps, llm_stream_t stream);
+int llm_cuda_add_rmsnorm(float *out, float *x, const float *y,
+    const float *w, int64_t n_rows, int dim, float eps,
+    llm_stream_t stream);
+
+/* elementwise.cu: x (n) += y; x (n_rows, dim) += b (dim) each row; f32
+ * to f16 or bf16 (type LLM_KT_F16, LLM_KT_BF16) rounding to nearest */
+int llm_cuda_add(float *x, const float *y, int64_t n, llm_stream_t stream);
+int llm_cuda_add_rows(float *x, const float *b, int64_t n_rows, int dim,
+    llm_stream_t stream);
+int llm_cuda_convert(void *out, uint32_t type, const float *x, int64_t n,
+    llm_stream_t stream);
+
+/* silu_mul.cu: g (n) = silu(g) * u.  CPU twin: silu_mul */
+int llm_cuda_silu_mul(float *g, const float *u, int64_t n,
+    llm_stream_t stream);
+
+/* rope.cu: cs (T, n_rot) = cos, then sin, of theta_i = pos * theta_scale^i
+ * (stepped, as the CPU does) / freqs[i] * scale; then the rotation of
+ * the first n_rot dims of each head of x (T, n_heads * head_dim), pairs
+ * (2i, 2i+1) or, neox, (i, i + n_rot/2).  CPU twins: rope_cache, rope */
+int llm_cuda_rope_cache(float *cs, const llm_cuda_step_t *st, int n_rot,
+    float theta_scale, float scale, const float *freqs,
+    llm_stream_t stream);
+int llm_cuda_rope(float *x, const llm_cuda_step_t *st, int n_heads,
+    int head_dim, int n_rot, int neox, const float *cs,
+    llm_stream_t stream);
+
+/* kv_store.cu: k, v (T, kv_dim) into layer's slots of each token's
+ * position.  CPU twin: kv_store */
+int llm_cuda_kv_store(const llm_cuda_kv_t *kv, int layer, const float *k,
+    const float *v, const llm_cuda_step_t *st, llm_stream_t stream);
+
+/*
+ * attention.cu: out (T, n_head * hd) = softmax(q K^T / sqrt(hd)) V of
+ * each query head over its segment's positions 0..pos (causal).
+ * decode: one token per row of work, the positions split into
+ * n_split chunks of LLM_CUDA_ATT_CHUNK (flash-decoding); partial holds
+ * (T, n_head, n_split, hd + 2) floats.  prefill: tiles of query tokens
+ * sharing each K/V tile.  CPU twin: attention
+ */
+int llm_cuda_attention_decode(float *out, const float *q,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
+    const llm_cuda_step_t *st, int n_split, float *partial,
+    llm_stream_t stream);
+int llm_cuda_attention_prefill(float *out, const float *q,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
+    const llm_cuda_step_t *st, llm_stream_t stream);
+
+/* gemv.cu: out (n, rows) = x (n, cols) W^T for a quantized or half W
+ * (rows, cols, rows row_bytes apart), n <= LLM_CUDA_GEMV_MAX, decoding
+ * W on the fly.  CPU twin: llm_matmul */
+int llm_cuda_gemv(float *out, const float *x, int n, const void *w,
+    uint32_t type, int rows, int cols, size_t row_bytes,
+    llm_stream_t stream);
+
+/* dequant.cu: rows [row0, row0 + n_rows) of W decoded into out
+ * (n_rows, cols) f16, for cuBLAS.  CPU twin: llm_dequant_row */
+int llm_cuda_dequant_f16(void *out, const void *w, uint32_t type,
+    int64_t row0, int n_rows, int cols, size_t row_bytes,
+    llm_stream_t stream);
+
+
+/* out (n_rows) = the first index of each row's largest logit */
+int llm_cuda_argmax(int32_t *out, const float *logits, int n_rows,
+    int n_vocab, llm_stream_t stream);
+
+/*
+ * out (n_rows) = a token drawn from each row of logits (n_rows, n_vocab)
+ * under params (n_rows), as llm_backend.h defines the draw.  CPU twin:
+ * llm_sample_twin (llm_backend_cpu.c)
+ */
+int llm_cuda_sample(int32_t *out, const float *logits, int n_rows,
+    int n_vocab, const llm_sample_params_t *params, llm_stream_t stream);
+
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLM_KERNELS_H */
