@@ -87,8 +87,15 @@ echo "ttft: cold, then local" >&2
 cold=$("$BUILD/sched-bench" ttft "$sock" m "$PREFIX" 1)
 local_hit=$("$BUILD/sched-bench" ttft "$sock" m "$PREFIX" 2)
 
-# let the tier's thread write the blocks, then start from an empty cache
-sleep 2
+# let the tier's thread write the blocks (until Redis stops growing),
+# then start from an empty cache
+prev=-1
+for _ in $(seq 1 120); do
+    keys=$(redis-cli -p "$port" dbsize)
+    [ "$keys" = "$prev" ] && break
+    prev=$keys
+    sleep 1
+done
 stop_engine
 start_engine
 echo "ttft: from Redis after a restart" >&2
