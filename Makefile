@@ -42,9 +42,9 @@ all: engine module units tools loadgen
 # make CUDA=1: kernels/*.cu through nvcc for sm_80 and sm_90 (A100,
 # H100/H200) with line info for the profilers, and the engine's CUDA
 # files compiled again with LLM_CUDA into $(BUILD)/cuda (plain builds
-# get their stubs), linked with cuBLAS and NCCL.  The flavor stamp
-# relinks every program when CUDA changes, so that one BUILD never
-# mixes the two.
+# get their stubs), linked with cuBLAS and NCCL; t/gpu/test_kernels is
+# built only then.  The flavor stamp relinks every program when CUDA
+# changes, so that one BUILD never mixes the two.
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
 NVFLAGS    = -O2 -g -lineinfo -std=c++17 \
@@ -63,6 +63,7 @@ ENGINE_OBJS := $(filter-out $(patsubst engine/%.c,$(BUILD)/engine/%.o, \
                                        $(CUDA_C)),$(ENGINE_OBJS)) \
                $(CUDA_OBJS)
 LIB_OBJS    := $(filter-out $(BUILD)/engine/main.o,$(ENGINE_OBJS))
+UNIT_BINS   += $(BUILD)/t/test_kernels
 LDLIBS      += -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lnccl \
                -lstdc++
 endif
@@ -75,6 +76,13 @@ $(BUILD)/cuda/%.o: engine/%.c $(CUDA_DEPS)
 $(BUILD)/cuda/%.o: kernels/%.cu $(CUDA_DEPS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
+
+$(BUILD)/t/test_kernels: t/gpu/test_kernels.c t/unit/tap.h $(LIB_OBJS) \
+                         $(FLAVOR)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DLLM_CUDA -It/unit -Ikernels \
+	    -isystem $(CUDA_HOME)/include $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
+	    $(LDLIBS)
 
 $(FLAVOR):
 	@mkdir -p $(BUILD) && rm -f $(BUILD)/.flavor-* && touch $@

@@ -1,0 +1,8 @@
+#!/usr/bin/perl
+# the CUDA kernels against their CPU twins; built by make CUDA=1 only
+my $bin = "./build/t/test_kernels";
+if (!-x $bin) {
+    print "1..0 # SKIP not built with CUDA=1\n";
+    exit 0;
+}
+exec $bin or die "$bin: $!\n";

@@ -1,0 +1,905 @@
+/*
+ * Copyright (C) ngx_llm developers
+ *
+ * Every CUDA kernel against its CPU twin, through the two backends'
+ * function tables (llm_backend.h) on the same random inputs: the CPU
+ * backend is the reference.  Tolerances are relative L2 per output, by
+ * what the two sides compute differently:
+ *
+ *   f32 elementwise, norms, rope, KV stores      1e-5 (order of sums,
+ *                                                 libm's last bits)
+ *   attention                                    1e-4 (exp, order)
+ *   matmul f32                                   1e-5
+ *   matmul f16 / bf16 (both round x alike)       1e-4 / 1e-3
+ *   matmul quantized vs the decoded f32 product  1e-5 (GEMV) / 2e-3
+ *                                                 (f16 GEMM path)
+ *   matmul quantized vs llm_matmul               2e-2 (the CPU rounds x
+ *                                                 to 8 bits, as
+ *                                                 llama.cpp does)
+ *
+ * then a fixture model decoding on both, which runs the CUDA graphs.
+ * Prints "1..0 # SKIP" where there is no CUDA device, so that it can
+ * sit under prove -r t/ (t/gpu/kernels.t); built by make CUDA=1 only.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cuda_runtime_api.h>
+
+#include "tap.h"
+#include "llm_backend.h"
+#include "llm_gguf.h"
+#include "llm_model.h"
+#include "llm_quant.h"
+
+
+static llm_backend_t  *cpu, *gpu;
+static uint64_t        rng = 0x2545f4914f6cdd1dULL;
+
+
+static float frand(void);
+static float *rand_vec(size_t n, float scale);
+static float *to_dev(llm_backend_t *be, const void *host, size_t bytes);
+static float *from_dev(llm_backend_t *be, const float *d, size_t n);
+static double rel_l2(const float *a, const float *b, size_t n);
+static void check(const char *what, const float *a, const float *b,
+    size_t n, double tol);
+static void sync_both(void);
+static void test_elementwise(void);
+static void test_step(llm_step_t *st, int32_t *storage, int decode);
+static void test_embed_matmul(uint32_t type);
+static void test_rope(void);
+static void test_attention(int n_head, int n_head_kv, int hd, int decode);
+static void test_sample(void);
+static void test_model(const char *name, double tol);
+
+
+int
+main(void)
+{
+    int        n;
+    llm_err_t  err = { 0 };
+
+    n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        skip_all("no CUDA device");
+    }
+
+    llm_quant_init();
+
+    cpu = llm_backend_cpu_new(&err);
+    gpu = llm_backend_cuda_new(0, &err);
+
+    if (!ok(cpu != NULL && gpu != NULL, "backends open")) {
+        diag("%s", err.errstr);
+        return done_testing();
+    }
+
+    llm_reserve_t  r = { 256, 4096, 40000, 32, 256 };
+
+    if (!ok(cpu->reserve(cpu, &r, &err) == LLM_OK
+            && gpu->reserve(gpu, &r, &err) == LLM_OK, "scratch reserved"))
+    {
+        diag("%s", err.errstr);
+        return done_testing();
+    }
+
+    test_elementwise();
+    test_rope();
+
+    {
+        static const uint32_t  types[] = {
+            LLM_TYPE_F32, LLM_TYPE_F16, LLM_TYPE_BF16, LLM_TYPE_Q8_0,
+            LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
+        };
+
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            test_embed_matmul(types[i]);
+        }
+    }
+
+    test_attention(8, 2, 64, 0);
+    test_attention(8, 2, 64, 1);
+    test_attention(8, 4, 8, 0);          /* stories260K's heads */
+    test_attention(8, 4, 8, 1);
+    test_attention(4, 4, 128, 0);
+    test_attention(4, 4, 128, 1);
+    test_attention(2, 1, 256, 0);
+    test_attention(2, 1, 256, 1);
+
+    test_sample();
+
+    /* those t/gpu/check.sh stages, then any others there are */
+    test_model("tiny-llama3-f32", 1e-4);
+    test_model("stories260K", 1e-4);
+    test_model("tiny-llama3-f16", 1e-3);
+    test_model("tiny-llama3-q4_k_m", 5e-2);
+    test_model("tiny-qwen3-f32", 1e-4);
+
+    llm_backend_close(gpu);
+    llm_backend_close(cpu);
+
+    return done_testing();
+}
+
+
+static float
+frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+
+    return (float) (rng >> 40) / 16777216.0f * 2.0f - 1.0f;
+}
+
+
+static float *
+rand_vec(size_t n, float scale)
+{
+    float  *v = malloc((n > 0 ? n : 1) * sizeof(float));
+
+    for (size_t i = 0; i < n; i++) {
+        v[i] = frand() * scale;
+    }
+
+    return v;
+}
+
+
+/* a buffer of the backend holding bytes of host */
+static float *
+to_dev(llm_backend_t *be, const void *host, size_t bytes)
+{
+    float      *d;
+    llm_err_t   err = { 0 };
+
+    d = be->alloc(be, bytes, &err);
+    if (d == NULL || be->write(be, d, host, bytes, &err) != LLM_OK) {
+        diag("%s: %s", be->name, err.errstr);
+        exit(1);
+    }
+
+    return d;
+}
+
+
+static float *
+from_dev(llm_backend_t *be, const float *d, size_t n)
+{
+    float      *h = malloc((n > 0 ? n : 1) * sizeof(float));
+    llm_err_t   err = { 0 };
+
+    if (be->sync(be, &err) != LLM_OK
+        || be->read(be, h, d, n * sizeof(float), &err) != LLM_OK)
+    {
+        diag("%s: %s", be->name, err.errstr);
+    }
+
+    return h;
+}
+
+
+static double
+rel_l2(const float *a, const float *b, size_t n)
+{
+    double  d, num = 0.0, den = 0.0;
+
+    for (size_t i = 0; i < n; i++) {
+        d = (double) a[i] - (double) b[i];
+        num += d * d;
+        den += (double) b[i] * (double) b[i];
+    }
+
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+
+/* a: the GPU's, b: the reference */
+static void
+check(const char *what, const float *a, const float *b, size_t n,
+    double tol)
+{
+    double  e = rel_l2(a, b, n);
+
+    ok(e <= tol, "%s: rel. L2 %.3g <= %.0e", what, e, tol);
+}
+
+
+static void
+sync_both(void)
+{
+    llm_err_t  err = { 0 };
+
+    if (cpu->sync(cpu, &err) != LLM_OK || gpu->sync(gpu, &err) != LLM_OK) {
+        ok(0, "sync: %s", err.errstr);
+    }
+}
+
+
+/* the same op on both backends: a, b host inputs of n floats */
+static void
+test_elementwise(void)
+{
+    int      rows = 7, dim = 4096;
+    size_t   n = (size_t) rows * dim;
+    float   *x, *y, *w, *b, *cx, *cy, *cw, *cb, *co, *gx, *gy, *gw, *gb,
+            *go, *r1, *r2;
+
+    x = rand_vec(n, 3.0f);
+    y = rand_vec(n, 1.0f);
+    w = rand_vec(dim, 1.0f);
+    b = rand_vec(dim, 0.5f);
+
+    cx = to_dev(cpu, x, n * 4);
+    cy = to_dev(cpu, y, n * 4);
+    cw = to_dev(cpu, w, dim * 4);
+    cb = to_dev(cpu, b, dim * 4);
+    co = to_dev(cpu, x, n * 4);
+    gx = to_dev(gpu, x, n * 4);
+    gy = to_dev(gpu, y, n * 4);
+    gw = to_dev(gpu, w, dim * 4);
+    gb = to_dev(gpu, b, dim * 4);
+    go = to_dev(gpu, x, n * 4);
+
+    cpu->rmsnorm(cpu, co, cx, cw, rows, dim, 1e-5f);
+    gpu->rmsnorm(gpu, go, gx, gw, rows, dim, 1e-5f);
+    r1 = from_dev(cpu, co, n);
+    r2 = from_dev(gpu, go, n);
+    check("rmsnorm (7, 4096)", r2, r1, n, 1e-5);
+    free(r1);
+    free(r2);
+
+    /* per-head norms: rows of 8 (stories260K's heads), in place */
+    cpu->rmsnorm(cpu, cx, cx, cw, (int64_t) n / 8, 8, 1e-6f);
+    gpu->rmsnorm(gpu, gx, gx, gw, (int64_t) n / 8, 8, 1e-6f);
+    r1 = from_dev(cpu, cx, n);
+    r2 = from_dev(gpu, gx, n);
+    check("rmsnorm in place, rows of 8", r2, r1, n, 1e-5);
+    free(r1);
+    free(r2);
+
+    cpu->add_rmsnorm(cpu, co, cx, cy, cw, rows, dim, 1e-5f);
+    gpu->add_rmsnorm(gpu, go, gx, gy, gw, rows, dim, 1e-5f);
+    r1 = from_dev(cpu, co, n);
+    r2 = from_dev(gpu, go, n);
+    check("add_rmsnorm: the norm", r2, r1, n, 1e-5);
+    free(r1);
+    free(r2);
+    r1 = from_dev(cpu, cx, n);
+    r2 = from_dev(gpu, gx, n);
+    check("add_rmsnorm: the sum", r2, r1, n, 1e-7);
+    free(r1);
+    free(r2);
+
+    cpu->add(cpu, cx, cy, (int64_t) n);
+    gpu->add(gpu, gx, gy, (int64_t) n);
+    cpu->add_rows(cpu, cx, cb, rows, dim);
+    gpu->add_rows(gpu, gx, gb, rows, dim);
+    r1 = from_dev(cpu, cx, n);
+    r2 = from_dev(gpu, gx, n);
+    check("add, add_rows", r2, r1, n, 1e-7);
+    free(r1);
+    free(r2);
+
+    cpu->silu_mul(cpu, cx, cy, (int64_t) n);
+    gpu->silu_mul(gpu, gx, gy, (int64_t) n);
+    r1 = from_dev(cpu, cx, n);
+    r2 = from_dev(gpu, gx, n);
+    check("silu_mul", r2, r1, n, 1e-6);
+    free(r1);
+    free(r2);
+
+    cpu->free(cpu, cx);
+    cpu->free(cpu, cy);
+    cpu->free(cpu, cw);
+    cpu->free(cpu, cb);
+    cpu->free(cpu, co);
+    gpu->free(gpu, gx);
+    gpu->free(gpu, gy);
+    gpu->free(gpu, gw);
+    gpu->free(gpu, gb);
+    gpu->free(gpu, go);
+    free(x);
+    free(y);
+    free(w);
+    free(b);
+}
+
+
+/*
+ * A step of three sequences in a pool of 128 blocks of 16: 37 prompt
+ * tokens at 0..36, one token at 300, 20 tokens at 100..119 (decode:
+ * one token each, at 36, 300 and 600); block tables are scattered
+ * permutations.  storage: 3 * 64 int32 of block tables, then 64 * 3
+ * of tokens, positions and segments.
+ */
+static const int32_t  *step_blocks[3];
+static int32_t         step_nblocks[3];
+
+static void
+test_step(llm_step_t *st, int32_t *storage, int decode)
+{
+    int         n, t;
+    int32_t    *bt, *tok, *pos, *seg;
+    llm_err_t   err = { 0 };
+
+    static const int  first[3] = { 0, 300, 100 };
+    static const int  count[3] = { 37, 1, 20 };
+    static const int  last[3] = { 36, 300, 600 };
+
+    bt = storage;
+    tok = storage + 3 * 64;
+    pos = tok + 64;
+    seg = pos + 64;
+
+    /* sequence s owns blocks s, s + 3, s + 6 ... in a shuffled order */
+    for (int s = 0; s < 3; s++) {
+        for (int j = 0; j < 40; j++) {
+            bt[s * 64 + j] = (int32_t) ((j * 7 % 40) * 3 + s);
+        }
+
+        step_blocks[s] = bt + s * 64;
+    }
+
+    t = 0;
+    for (int s = 0; s < 3; s++) {
+        n = decode ? 1 : count[s];
+
+        for (int j = 0; j < n; j++, t++) {
+            tok[t] = (int32_t) ((t * 37 + 11) % 512);
+            pos[t] = decode ? last[s] : first[s] + j;
+            seg[t] = s;
+        }
+
+        step_nblocks[s] = pos[t - 1] / 16 + 1;
+    }
+
+    st->n_tok = t;
+    st->tokens = tok;
+    st->pos = pos;
+    st->seg = seg;
+    st->n_segs = 3;
+    st->blocks = step_blocks;
+    st->n_blocks = step_nblocks;
+    st->block_size = 16;
+    st->decode = decode;
+
+    if (!ok(cpu->step(cpu, st, &err) == LLM_OK
+            && gpu->step(gpu, st, &err) == LLM_OK,
+            "a step of %d tokens (%s)", t, decode ? "decode" : "prefill"))
+    {
+        diag("%s", err.errstr);
+    }
+}
+
+
+static void
+test_rope(void)
+{
+    int          hd = 64, nh = 8, T;
+    size_t       n;
+    float       *x, *freqs, *cx, *gx, *ccs, *gcs, *cf, *gf, *r1, *r2;
+    char         what[96];
+    int32_t      storage[3 * 64 + 3 * 64];
+    llm_step_t   st;
+    llm_rope_t   rp;
+
+    test_step(&st, storage, 0);
+    T = st.n_tok;
+    n = (size_t) T * nh * hd;
+
+    freqs = rand_vec(hd / 2, 1.0f);
+    for (int i = 0; i < hd / 2; i++) {
+        freqs[i] = 1.0f + fabsf(freqs[i]) * 8.0f;
+    }
+
+    cf = to_dev(cpu, freqs, hd / 2 * 4);
+    gf = to_dev(gpu, freqs, hd / 2 * 4);
+
+    for (int variant = 0; variant < 4; variant++) {
+        int  neox = variant & 1, with_freqs = variant >> 1;
+
+        rp.n_rot = variant == 3 ? hd / 2 : hd;     /* partial rotation */
+        rp.base = with_freqs ? 500000.0f : 10000.0f;
+        rp.scale = variant == 1 ? 0.25f : 1.0f;
+
+        x = rand_vec(n, 2.0f);
+        cx = to_dev(cpu, x, n * 4);
+        gx = to_dev(gpu, x, n * 4);
+        ccs = to_dev(cpu, x, (size_t) T * rp.n_rot * 4);
+        gcs = to_dev(gpu, x, (size_t) T * rp.n_rot * 4);
+
+        rp.freqs = with_freqs ? cf : NULL;
+        cpu->rope_cache(cpu, ccs, &rp);
+        rp.freqs = with_freqs ? gf : NULL;
+        gpu->rope_cache(gpu, gcs, &rp);
+
+        r1 = from_dev(cpu, ccs, (size_t) T * rp.n_rot);
+        r2 = from_dev(gpu, gcs, (size_t) T * rp.n_rot);
+        snprintf(what, sizeof(what), "rope_cache (n_rot %d%s%s)", rp.n_rot,
+                 with_freqs ? ", factors" : "",
+                 rp.scale != 1.0f ? ", scaled" : "");
+        check(what, r2, r1, (size_t) T * rp.n_rot, 1e-5);
+        free(r1);
+        free(r2);
+
+        cpu->rope(cpu, cx, nh, hd, rp.n_rot, neox, ccs);
+        gpu->rope(gpu, gx, nh, hd, rp.n_rot, neox, gcs);
+
+        r1 = from_dev(cpu, cx, n);
+        r2 = from_dev(gpu, gx, n);
+        snprintf(what, sizeof(what), "rope %s (n_rot %d)",
+                 neox ? "neox" : "normal", rp.n_rot);
+        check(what, r2, r1, n, 1e-5);
+        free(r1);
+        free(r2);
+
+        cpu->free(cpu, cx);
+        cpu->free(cpu, ccs);
+        gpu->free(gpu, gx);
+        gpu->free(gpu, gcs);
+        free(x);
+    }
+
+    cpu->free(cpu, cf);
+    gpu->free(gpu, gf);
+    free(freqs);
+}
+
+
+/*
+ * The embedding and the matmul of one weight type: rows of random
+ * values quantized by llm_quantize_row; the GPU against the decoded f32
+ * product (exact arithmetic on the same weights) and against
+ * llm_matmul, for 1, 3, 8 (GEMV) and 37 (GEMM) tokens, and the host
+ * variant.
+ */
+static void
+test_embed_matmul(uint32_t type)
+{
+    int             rows = 300, cols = 512, n_tok;
+    char            what[128];
+    float          *wf, *deq, *x, *ref, *cx, *gx, *co, *go, *r1, *r2, *host;
+    size_t          rb;
+    uint8_t        *wq;
+    int32_t         storage[3 * 64 + 3 * 64];
+    llm_mat_t       cm, gm;
+    llm_step_t      st;
+    llm_err_t       err = { 0 };
+    const char     *tn = llm_ggml_type_name(type);
+
+    static const int  ns[] = { 1, 3, 8, 37 };
+
+    rb = llm_ggml_row_size(type, cols);
+    wf = rand_vec((size_t) rows * cols, 1.0f);
+    wq = malloc(rb * rows);
+    deq = malloc((size_t) rows * cols * sizeof(float));
+
+    for (int r = 0; r < rows; r++) {
+        (void) llm_quantize_row(type, wf + (size_t) r * cols, wq + r * rb,
+                                cols);
+        (void) llm_dequant_row(type, wq + r * rb, deq + (size_t) r * cols,
+                               cols);
+    }
+
+    cm.data = cpu->upload(cpu, wq, rb * rows, &err);
+    gm.data = gpu->upload(gpu, wq, rb * rows, &err);
+    cm.type = gm.type = type;
+    cm.rows = gm.rows = rows;
+    cm.cols = gm.cols = cols;
+    cm.row_bytes = gm.row_bytes = rb;
+
+    if (!ok(cm.data != NULL && gm.data != NULL, "%s: weights uploaded",
+            tn))
+    {
+        diag("%s", err.errstr);
+        return;
+    }
+
+    /* embedding rows of the step's tokens (all < 512: rows wrap) */
+    test_step(&st, storage, 0);
+    for (int t = 0; t < st.n_tok; t++) {
+        ((int32_t *) st.tokens)[t] %= rows;
+    }
+    (void) cpu->step(cpu, &st, &err);
+    (void) gpu->step(gpu, &st, &err);
+
+    co = cpu->alloc(cpu, (size_t) st.n_tok * cols * 4, &err);
+    go = gpu->alloc(gpu, (size_t) st.n_tok * cols * 4, &err);
+    cpu->embed(cpu, co, &cm);
+    gpu->embed(gpu, go, &gm);
+    r1 = from_dev(cpu, co, (size_t) st.n_tok * cols);
+    r2 = from_dev(gpu, go, (size_t) st.n_tok * cols);
+    snprintf(what, sizeof(what), "%s: embedding of %d tokens", tn,
+             st.n_tok);
+    check(what, r2, r1, (size_t) st.n_tok * cols, 1e-6);
+    free(r1);
+    free(r2);
+    cpu->free(cpu, co);
+    gpu->free(gpu, go);
+
+    for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
+        n_tok = ns[k];
+        x = rand_vec((size_t) n_tok * cols, 1.0f);
+        ref = malloc((size_t) n_tok * rows * sizeof(float));
+
+        for (int t = 0; t < n_tok; t++) {
+            for (int r = 0; r < rows; r++) {
+                double  s = 0.0;
+
+                for (int i = 0; i < cols; i++) {
+                    s += (double) deq[(size_t) r * cols + i]
+                         * (double) x[(size_t) t * cols + i];
+                }
+
+                ref[(size_t) t * rows + r] = (float) s;
+            }
+        }
+
+        cx = to_dev(cpu, x, (size_t) n_tok * cols * 4);
+        gx = to_dev(gpu, x, (size_t) n_tok * cols * 4);
+        co = cpu->alloc(cpu, (size_t) n_tok * rows * 4, &err);
+        go = gpu->alloc(gpu, (size_t) n_tok * rows * 4, &err);
+
+        cpu->matmul(cpu, co, cx, n_tok, &cm);
+        gpu->matmul(gpu, go, gx, n_tok, &gm);
+        r1 = from_dev(cpu, co, (size_t) n_tok * rows);
+        r2 = from_dev(gpu, go, (size_t) n_tok * rows);
+
+        if (type == LLM_TYPE_F32) {
+            snprintf(what, sizeof(what), "%s: matmul of %d tokens", tn,
+                     n_tok);
+            check(what, r2, r1, (size_t) n_tok * rows, 1e-5);
+
+        } else if (type == LLM_TYPE_F16 || type == LLM_TYPE_BF16) {
+            snprintf(what, sizeof(what), "%s: matmul of %d tokens (x "
+                     "rounded alike)", tn, n_tok);
+            check(what, r2, r1, (size_t) n_tok * rows,
+                  type == LLM_TYPE_F16 ? 1e-4 : 1e-3);
+
+        } else {
+            snprintf(what, sizeof(what), "%s: matmul of %d tokens vs the "
+                     "decoded f32 product (%s)", tn, n_tok,
+                     n_tok <= 8 ? "GEMV" : "f16 GEMM");
+            check(what, r2, ref, (size_t) n_tok * rows,
+                  n_tok <= 8 ? 1e-5 : 2e-3);
+
+            snprintf(what, sizeof(what), "%s: matmul of %d tokens vs "
+                     "llm_matmul (8-bit x)", tn, n_tok);
+            check(what, r2, r1, (size_t) n_tok * rows, 2e-2);
+        }
+
+        free(r2);
+
+        /* the same into host memory */
+        host = malloc((size_t) n_tok * rows * sizeof(float));
+        gpu->matmul_host(gpu, host, gx, n_tok, &gm);
+        sync_both();
+        snprintf(what, sizeof(what), "%s: matmul_host of %d tokens", tn,
+                 n_tok);
+        r2 = from_dev(gpu, go, (size_t) n_tok * rows);
+        check(what, host, r2, (size_t) n_tok * rows, 1e-6);
+
+        free(host);
+        free(r1);
+        free(r2);
+        free(ref);
+        free(x);
+        cpu->free(cpu, cx);
+        cpu->free(cpu, co);
+        gpu->free(gpu, gx);
+        gpu->free(gpu, go);
+    }
+
+    free(wf);
+    free(wq);
+    free(deq);
+}
+
+
+/*
+ * KV stores and attention over a pool of 128 blocks of 16 positions,
+ * filled with random keys and values, for the step of test_step(): the
+ * prefill kernel (tiles of queries), or the decode kernel (positions
+ * split in chunks of 256, here up to 3 of them).
+ */
+static void
+test_attention(int n_head, int n_head_kv, int hd, int decode)
+{
+    int            T, kv_dim;
+    char           what[128];
+    float         *pool, *k, *v, *q, *r1, *r2;
+    size_t         pool_n, n;
+    int32_t        storage[3 * 64 + 3 * 64];
+    llm_step_t     st;
+    llm_kv_buf_t   ckv, gkv;
+
+    kv_dim = n_head_kv * hd;
+
+    ckv.n_blocks = 128;
+    ckv.block_size = 16;
+    ckv.n_layer = 2;
+    ckv.kv_dim = kv_dim;
+    ckv.layer_floats = 2 * 16 * (size_t) kv_dim;
+    ckv.block_floats = ckv.layer_floats * 2;
+    gkv = ckv;
+
+    pool_n = ckv.block_floats * 128;
+    pool = rand_vec(pool_n, 1.0f);
+    ckv.data = to_dev(cpu, pool, pool_n * 4);
+    gkv.data = to_dev(gpu, pool, pool_n * 4);
+
+    test_step(&st, storage, decode);
+    T = st.n_tok;
+
+    /* layer 1's slots of the step's tokens get new keys and values */
+    k = rand_vec((size_t) T * kv_dim, 1.0f);
+    v = rand_vec((size_t) T * kv_dim, 1.0f);
+    {
+        float  *ck = to_dev(cpu, k, (size_t) T * kv_dim * 4);
+        float  *cv = to_dev(cpu, v, (size_t) T * kv_dim * 4);
+        float  *gk = to_dev(gpu, k, (size_t) T * kv_dim * 4);
+        float  *gv = to_dev(gpu, v, (size_t) T * kv_dim * 4);
+
+        cpu->kv_store(cpu, &ckv, 1, ck, cv);
+        gpu->kv_store(gpu, &gkv, 1, gk, gv);
+
+        r1 = from_dev(cpu, ckv.data, pool_n);
+        r2 = from_dev(gpu, gkv.data, pool_n);
+        snprintf(what, sizeof(what), "kv_store of %d tokens, kv_dim %d", T,
+                 kv_dim);
+        ok(memcmp(r1, r2, pool_n * sizeof(float)) == 0, "%s: the same pool",
+           what);
+        free(r1);
+        free(r2);
+
+        cpu->free(cpu, ck);
+        cpu->free(cpu, cv);
+        gpu->free(gpu, gk);
+        gpu->free(gpu, gv);
+    }
+
+    n = (size_t) T * n_head * hd;
+    q = rand_vec(n, 2.0f);
+    {
+        float  *cq = to_dev(cpu, q, n * 4);
+        float  *gq = to_dev(gpu, q, n * 4);
+        float  *co = to_dev(cpu, q, n * 4);
+        float  *go = to_dev(gpu, q, n * 4);
+
+        cpu->attention(cpu, co, cq, &ckv, 1, n_head, hd);
+        gpu->attention(gpu, go, gq, &gkv, 1, n_head, hd);
+
+        r1 = from_dev(cpu, co, n);
+        r2 = from_dev(gpu, go, n);
+        snprintf(what, sizeof(what), "attention %s: %d tokens, %d heads "
+                 "(%d KV) of %d", decode ? "decode" : "prefill", T, n_head,
+                 n_head_kv, hd);
+        check(what, r2, r1, n, 1e-4);
+        free(r1);
+        free(r2);
+
+        cpu->free(cpu, cq);
+        cpu->free(cpu, co);
+        gpu->free(gpu, gq);
+        gpu->free(gpu, go);
+    }
+
+    cpu->free(cpu, ckv.data);
+    gpu->free(gpu, gkv.data);
+    free(pool);
+    free(k);
+    free(v);
+    free(q);
+}
+
+
+/* tokens drawn on the device against the CPU twin, same seeds */
+static void
+test_sample(void)
+{
+    int                   rows = 64, n_vocab = 32000, same, same_arg;
+    float                *logits, *gl;
+    int32_t               a[64], b[64];
+    llm_err_t             err = { 0 };
+    llm_sample_params_t   p[64];
+
+    logits = malloc((size_t) rows * n_vocab * sizeof(float));
+
+    /* a peaked row: a few large logits over a noisy floor */
+    for (int r = 0; r < rows; r++) {
+        for (int i = 0; i < n_vocab; i++) {
+            logits[(size_t) r * n_vocab + i] = frand() * 3.0f;
+        }
+
+        for (int j = 0; j < 20; j++) {
+            logits[(size_t) r * n_vocab + (rng >> 20) % n_vocab] +=
+                8.0f + frand();
+            (void) frand();
+        }
+    }
+
+    gl = to_dev(gpu, logits, (size_t) rows * n_vocab * 4);
+
+    for (int r = 0; r < rows; r++) {
+        memset(&p[r], 0, sizeof(p[r]));
+        p[r].temperature = 0.0f;
+    }
+
+    if (ok(gpu->sample != NULL
+           && gpu->sample(gpu, a, gl, rows, n_vocab, p, &err) == LLM_OK
+           && cpu->sample(cpu, b, logits, rows, n_vocab, p, &err) == LLM_OK,
+           "argmax of %d rows", rows))
+    {
+        same_arg = 0;
+        for (int r = 0; r < rows; r++) {
+            same_arg += a[r] == b[r];
+        }
+        is_int(same_arg, rows, "argmax: every row as the CPU's");
+    }
+
+    for (int r = 0; r < rows; r++) {
+        p[r].temperature = 0.5f + (float) (r % 4) * 0.25f;
+        p[r].top_k = (r % 3 == 0) ? 0 : 5 + r;
+        p[r].top_p = (r % 5 == 0) ? 1.0f : 0.5f + 0.01f * (float) r;
+        p[r].min_p = (r % 2 == 0) ? 0.0f : 0.02f;
+        p[r].seed = 1000003ULL * (uint64_t) r + 7;
+        p[r].counter = (uint64_t) r;
+    }
+
+    if (ok(gpu->sample(gpu, a, gl, rows, n_vocab, p, &err) == LLM_OK
+           && cpu->sample(cpu, b, logits, rows, n_vocab, p, &err) == LLM_OK,
+           "sampling %d rows (top-k, top-p, min-p, temperatures)", rows))
+    {
+        same = 0;
+        for (int r = 0; r < rows; r++) {
+            same += a[r] == b[r];
+
+            if (a[r] != b[r]) {
+                diag("row %d: device %d, host %d", r, a[r], b[r]);
+            }
+        }
+
+        /* a draw within rounding of a boundary may differ */
+        ok(same >= rows - 2, "sampling: %d of %d rows as the CPU's twin",
+           same, rows);
+    }
+
+    gpu->free(gpu, gl);
+    free(logits);
+}
+
+
+/*
+ * A fixture model on both backends: 48 tokens, the first 16 as one
+ * prefill, then one at a time (decode: recorded as a graph on the
+ * second step of the shape, replayed after), then three sequences
+ * decoding together; the logits of each step within tol.
+ */
+static void
+test_model(const char *name, double tol)
+{
+    int                n_vocab;
+    char               path[1024];
+    float             *lc, *lg, worst, e;
+    const char        *dir;
+    int32_t            toks[48], blocks[3][8];
+    llm_kv_t          *kc, *kg;
+    llm_err_t          err = { 0 };
+    llm_model_t       *mc, *mg;
+    struct stat        sb;
+    llm_kv_pool_t     *pc, *pg;
+    llm_batch_seq_t    seqs[3];
+    llm_model_opts_t   o;
+
+    dir = getenv("LLM_FIXTURES");
+    snprintf(path, sizeof(path), "%s/models/%s.gguf",
+             dir != NULL && *dir != '\0' ? dir : "../shared/fixtures", name);
+
+    if (stat(path, &sb) != 0) {
+        ok(1, "# SKIP %s: not in the fixtures", name);
+        return;
+    }
+
+    memset(&o, 0, sizeof(o));
+    o.backend = "cuda";
+
+    if (!ok(llm_model_load(&mc, path, &err) == LLM_OK
+            && llm_model_load_opts(&mg, path, &o, &err) == LLM_OK,
+            "%s loads on the CPU and the GPU", name))
+    {
+        diag("%s", err.errstr);
+        return;
+    }
+
+    n_vocab = llm_model_config(mc)->n_vocab;
+    lc = malloc(3 * (size_t) n_vocab * sizeof(float));
+    lg = malloc(3 * (size_t) n_vocab * sizeof(float));
+    kc = llm_kv_new(mc, 48, &err);
+    kg = llm_kv_new(mg, 48, &err);
+
+    for (int i = 0; i < 48; i++) {
+        toks[i] = (int32_t) (1 + (i * 97 + 13) % (n_vocab - 1));
+    }
+
+    worst = 0.0f;
+
+    for (int pos = 0; pos < 48; pos += pos == 0 ? 16 : 1) {
+        int  n = pos == 0 ? 16 : 1;
+
+        if (llm_model_forward(mc, kc, toks + pos, n, pos, lc, 0, &err)
+                != LLM_OK
+            || llm_model_forward(mg, kg, toks + pos, n, pos, lg, 0, &err)
+               != LLM_OK)
+        {
+            ok(0, "%s: step at %d: %s", name, pos, err.errstr);
+            break;
+        }
+
+        e = (float) rel_l2(lg, lc, (size_t) n_vocab);
+        worst = e > worst || isnan(e) ? e : worst;
+    }
+
+    ok(worst <= tol, "%s: a prefill of 16, then 32 decode steps (graphs): "
+       "worst rel. L2 %.3g <= %.0e", name, worst, tol);
+
+    /* three sequences at once, 8 steps of the same shape */
+    pc = llm_kv_pool_new(mc, 24, 16, &err);
+    pg = llm_kv_pool_new(mg, 24, 16, &err);
+
+    for (int s = 0; s < 3; s++) {
+        for (int j = 0; j < 8; j++) {
+            blocks[s][j] = (int32_t) (s + 3 * j);
+        }
+    }
+
+    worst = 0.0f;
+
+    for (int step = 0; step < 12 && pc != NULL && pg != NULL; step++) {
+        for (int s = 0; s < 3; s++) {
+            seqs[s].tokens = toks + (step == 0 ? 0 : 3 + step + s);
+            seqs[s].n_tokens = step == 0 ? 4 + s : 1;
+            seqs[s].pos = step == 0 ? 0 : 3 + s + step;
+            seqs[s].blocks = blocks[s];
+            seqs[s].n_blocks = 8;
+        }
+
+        for (int s = 0; s < 3; s++) {
+            seqs[s].logits = lc + (size_t) s * n_vocab;
+        }
+
+        if (llm_model_forward_batch(mc, pc, seqs, 3, &err) != LLM_OK) {
+            ok(0, "%s: batch step %d (cpu): %s", name, step, err.errstr);
+            break;
+        }
+
+        for (int s = 0; s < 3; s++) {
+            seqs[s].logits = lg + (size_t) s * n_vocab;
+        }
+
+        if (llm_model_forward_batch(mg, pg, seqs, 3, &err) != LLM_OK) {
+            ok(0, "%s: batch step %d (cuda): %s", name, step, err.errstr);
+            break;
+        }
+
+        e = (float) rel_l2(lg, lc, 3 * (size_t) n_vocab);
+        worst = e > worst || isnan(e) ? e : worst;
+    }
+
+    ok(worst <= tol, "%s: 3 sequences, 11 batched decode steps: worst "
+       "rel. L2 %.3g <= %.0e", name, worst, tol);
+
+    llm_kv_pool_free(pc);
+    llm_kv_pool_free(pg);
+    llm_kv_free(kc);
+    llm_kv_free(kg);
+    free(lc);
+    free(lg);
+    llm_model_free(mg);
+    llm_model_free(mc);
+}
