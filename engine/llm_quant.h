@@ -55,12 +55,12 @@ int llm_quantize_row(uint32_t type, const float *x, void *out, int64_t n);
  * of w (n_rows, n_cols) of ggml type `type`, rows as the GGUF stores
  * them (llm_ggml_row_size(type, n_cols) bytes apart), n_cols a whole
  * number of the type's blocks.  The input is first rounded the way
- * llama.cpp multiplies it: to f16/bf16 for F16/BF16 weights; for the
- * quantized types, to 8-bit blocks up to 15 tokens, while from 16
- * tokens on the weights are dequantized once per call and multiplied
- * in f32 (faster for prompts and batches, and no less accurate).  The
- * work is split over the thread pool (llm_threads.h), with kernels for
- * the best instruction set the CPU has (llm_quant_level()).
+ * llama.cpp multiplies it: to f16/bf16 for F16/BF16 weights, to 8-bit
+ * blocks for the quantized types, whatever the number of tokens, so
+ * that a token's result does not depend on how many share the call
+ * (many tokens are tiled so that each weight block serves several).
+ * The work is split over the thread pool (llm_threads.h), with kernels
+ * for the best instruction set the CPU has (llm_quant_level()).
  *
  * One call runs at a time: concurrent callers take turns.  It may be
  * called from inside an llm_threads task (it then runs on that thread
