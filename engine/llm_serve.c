@@ -30,6 +30,7 @@
 #include "llm_ring.h"
 #include "llm_sched.h"
 #include "llm_serve.h"
+#include "llm_threads.h"
 
 
 #define LLM_BLOCK_SIZE      16        /* positions per KV block */
@@ -78,6 +79,8 @@ llm_serve_usage(void)
         "  --kv-cache SIZE     KV cache memory, shared by the models"
         " (512M; K, M, G)\n"
         "  --batch-tokens N    tokens one step may compute (256)\n"
+        "  --threads N         compute threads ($LLM_THREADS, else every"
+        " online CPU)\n"
         "  --redis ADDR        share prefix KV blocks through Redis"
         " (host:port, unix:path;\n"
         "                      the password, if any, in $LLM_REDIS_PASSWORD)\n"
@@ -104,6 +107,7 @@ llm_serve_main(int argc, char **argv)
 {
     int                  c, ctx_cap, rc;
     char                *end;
+    int                  n_threads;
     size_t               kv_bytes;
     llm_rkv_conf_t       rconf;
     const char          *models[LLM_MAX_MODELS];
@@ -130,6 +134,7 @@ llm_serve_main(int argc, char **argv)
         { "socket-group", required_argument, NULL, 'g' },
         { "kv-cache",    required_argument, NULL, 'k' },
         { "batch-tokens", required_argument, NULL, 'b' },
+        { "threads",     required_argument, NULL, 'H' },
         { "debug-step-delay", required_argument, NULL, 'd' },
         { "backend",     required_argument, NULL, 'E' },
         { "device",      required_argument, NULL, 'D' },
@@ -157,6 +162,7 @@ llm_serve_main(int argc, char **argv)
     srv->max_seqs = 64;
     srv->batch_tokens = 256;
     kv_bytes = (size_t) 512 << 20;
+    n_threads = 0;
     ctx_cap = 4096;
     n_models = 0;
     memset(&mopts, 0, sizeof(mopts));
@@ -232,6 +238,7 @@ llm_serve_main(int argc, char **argv)
         case 'q':
         case 'c':
         case 'b':
+        case 'H':
         case 'd':
             errno = 0;
             rc = (int) strtol(optarg, &end, 10);
@@ -247,6 +254,8 @@ llm_serve_main(int argc, char **argv)
                 srv->step_delay_ms = rc;
             } else if (c == 'b') {
                 srv->batch_tokens = rc;
+            } else if (c == 'H') {
+                n_threads = rc;
             } else {
                 ctx_cap = rc;
             }
@@ -307,6 +316,11 @@ llm_serve_main(int argc, char **argv)
     if (optind != argc || conf.socket_path == NULL || n_models == 0) {
         llm_serve_usage();
         return 2;
+    }
+
+    if (llm_threads_init(n_threads, &err) != LLM_OK) {
+        fprintf(stderr, "llm-engine: %s\n", err.errstr);
+        return 1;
     }
 
     for (int i = 0; i < n_models; i++) {
