@@ -190,17 +190,16 @@ row() {
 
 echo "### HTTP path: stories260K, 24-token completions, $(date -u +%Y-%m-%d)"
 echo
-echo "Machine: $(stack_machine); engine, nginx ($WORKERS workers) and the"
-echo "load generator share it (load average before $load_before, after"
-echo "$(cut -d' ' -f1-3 /proc/loadavg)).  Commit $(stack_commit)."
-echo "\`bench/http.sh\`:"
-echo "best of $REPS runs of $SECS s per point, each after $WARMUP s of"
-echo "warm-up, \`temperature 0\`,"
-echo "prompt \"Once upon a time\", keep-alive connections.  Reference"
-echo "(DESIGN.md): nginx \`proxy_pass\` to llama-server, and llama-server"
-echo "alone, same model and machine.  Latency is per request, TTFT to the"
-echo "first event with text (the whole response without streaming), ITL"
-echo "between events with text."
+echo "Machine: $(stack_machine), shared by the engine, nginx ($WORKERS"
+echo "workers) and the load generator (load average before $load_before,"
+echo "after $(cut -d' ' -f1-3 /proc/loadavg)).  Commit $(stack_commit)."
+echo "\`bench/http.sh\`: best of $REPS runs of $SECS s per point, each after"
+echo "$WARMUP s of warm-up; \`temperature 0\`, prompt \"Once upon a time\","
+echo "keep-alive connections.  Latency is per request, TTFT to the first"
+echo "event with text (the whole response without streaming), ITL between"
+echo "events with text.  Reference (DESIGN.md): nginx \`proxy_pass\` in"
+echo "front of llama-server for the nginx rows, llama-server alone for the"
+echo "engine rows; same model and machine."
 echo
 echo "| path | body | conns | req/s | reference req/s | ratio | p50 ms | reference p50 ms | p99 ms | TTFT p50 ms | ITL p50 / p99 ms | errors |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -218,9 +217,6 @@ done
 for c in $STREAM_CONNS; do
     row "direct-sse-$c" "engine, shared memory" SSE "$c" - -
 done
-echo
-echo "Reference req/s for nginx rows: nginx \`proxy_pass\` in front of"
-echo "llama-server; for engine rows: llama-server alone."
 echo
 echo "The engine's forward steps during each run (its counters):"
 echo

@@ -144,10 +144,14 @@ stack_stop() {
 
 # the machine, for RESULTS.md
 stack_machine() {
-    local cpu
+    local cpu fam model hv
 
     cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-    echo "$cpu, $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 }') GB"
+    fam=$(lscpu | sed -n 's/^CPU family: *//p' | head -1)
+    model=$(lscpu | sed -n 's/^Model: *//p' | head -1)
+    hv=$(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1)
+    echo "$cpu (family $fam, model $model), $(nproc) CPUs${hv:+ ($hv guest)}," \
+         "$(free -g | awk '/^Mem:/ { print $2 }') GB"
 }
 
 # the commit measured, with a mark when the tree differs from it
