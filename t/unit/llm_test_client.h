@@ -318,7 +318,7 @@ run(client_t *c, const char *json, result_t *r)
     }
     s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
 
-    for (int i = 0; i < 6000; i++) {
+    for (int i = 0; i < 30000; i++) {
         struct pollfd  p = { c->my_bell, POLLIN, 0 };
 
         poll(&p, 1, 20);
