@@ -190,9 +190,10 @@ row() {
 
 echo "### HTTP path: stories260K, 24-token completions, $(date -u +%Y-%m-%d)"
 echo
-echo "Machine: $(stack_machine), shared by the engine, nginx ($WORKERS"
-echo "workers) and the load generator (load average before $load_before,"
-echo "after $(cut -d' ' -f1-3 /proc/loadavg)).  Commit $(stack_commit)."
+echo "Machine: $(stack_machine)."
+echo "The engine, nginx ($WORKERS workers) and the load generator share it"
+echo "(load average before $load_before, after"
+echo "$(cut -d' ' -f1-3 /proc/loadavg)).  Commit $(stack_commit)."
 echo "\`bench/http.sh\`: best of $REPS runs of $SECS s per point, each after"
 echo "$WARMUP s of warm-up; \`temperature 0\`, prompt \"Once upon a time\","
 echo "keep-alive connections.  Latency is per request, TTFT to the first"

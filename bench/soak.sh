@@ -131,9 +131,10 @@ check() {
 
 echo "### Soak: $CONNS streams for $MINUTES min, $(date -u +%Y-%m-%d)"
 echo
-echo "Machine: $(stack_machine); engine, nginx ($WORKERS workers) and the"
-echo "load generator share it (load average before $load_before, after"
-echo "$load_after).  Commit $(stack_commit).  \`make soak\`"
+echo "Machine: $(stack_machine)."
+echo "The engine, nginx ($WORKERS workers) and the load generator share it"
+echo "(load average before $load_before, after $load_after)."
+echo "Commit $(stack_commit).  \`make soak\`"
 echo "(\`bench/soak.sh\`): \`loadgen -c $CONNS --stream --max-tokens $TOKENS"
 echo "-d $DURATION\`, \`temperature 0\`, prompt \"Once upon a time\"; RSS"
 echo "sampled every $SAMPLE s, warm-up $WARMUP s."
