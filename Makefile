@@ -4,10 +4,13 @@
 #   make test         build, then prove -r t/
 #   make demo         serve models/stories260K.gguf on 127.0.0.1:8080
 #   make deps         install missing Debian packages (as root)
-#   make SAN=1 ...    build with AddressSanitizer and UBSan
+#   make SAN=1 ...    build with AddressSanitizer and UBSan, in build-san/
 #   make CUDA=1 ...   add the CUDA backend (kernels/, cuBLAS, NCCL)
 
 CC       ?= cc
+ifeq ($(SAN),1)
+BUILD    ?= build-san
+endif
 BUILD    ?= build
 NGX_SRC  ?= /usr/share/nginx/src
 NGINX    ?= /usr/sbin/nginx
@@ -134,8 +137,25 @@ $(BUILD)/ngx_http_llm_module.so: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
 	cp $(BUILD)/nginx/objs/ngx_http_llm_module.so $@
 
+# Under SAN=1 the sanitizers write their reports into $(BUILD)/san/
+# instead of stderr (the tests' programs log to files nobody reads), the
+# stock nginx gets the ASan runtime preloaded to host the instrumented
+# module, and any report fails the run after prove.
+SAN_LOGS = $(CURDIR)/$(BUILD)/san
+SAN_ENV  = ASAN_OPTIONS=log_path=$(SAN_LOGS)/asan:detect_leaks=1 \
+           UBSAN_OPTIONS=log_path=$(SAN_LOGS)/ubsan:print_stacktrace=1 \
+           LLM_SAN_PRELOAD=$$($(CC) -print-file-name=libasan.so)
+
 test: deps all
-	prove -r t/
+ifeq ($(SAN),1)
+	rm -rf $(SAN_LOGS) && mkdir -p $(SAN_LOGS)
+	$(SAN_ENV) LLM_BUILD=$(CURDIR)/$(BUILD) prove -r t/
+	@if ls $(SAN_LOGS) | grep -q .; then \
+	    head -n 40 $(SAN_LOGS)/*; \
+	    echo "sanitizer reports in $(SAN_LOGS)"; exit 1; fi
+else
+	LLM_BUILD=$(CURDIR)/$(BUILD) prove -r t/
+endif
 
 demo: deps all
 	./conf/demo.sh

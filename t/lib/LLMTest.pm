@@ -21,6 +21,13 @@ our $BUILD = $ENV{LLM_BUILD} || "$ROOT/build";
 our $ENGINE = "$BUILD/llm-engine";
 our $MODULE = "$BUILD/ngx_http_llm_module.so";
 our $NGINX = $ENV{NGINX} || '/usr/sbin/nginx';
+# make SAN=1 test: the stock nginx hosts an ASan module only with the
+# ASan runtime loaded first; LeakSanitizer stays off there, since nginx
+# itself leaves its cycle's memory to the exit (the engine keeps it on)
+our $NGX_ASAN = join ':', grep { length } $ENV{ASAN_OPTIONS} // '',
+    'detect_leaks=0';
+our $PRELOAD = $ENV{LLM_SAN_PRELOAD}
+    ? "LD_PRELOAD=$ENV{LLM_SAN_PRELOAD} ASAN_OPTIONS=$NGX_ASAN " : '';
 our $MODEL = "$ROOT/models/stories260K.gguf";
 our $FIXTURES = $ENV{LLM_FIXTURES} || abs_path("$ROOT/../shared/fixtures")
     || "$ROOT/../shared/fixtures";
@@ -158,7 +165,7 @@ sub write_conf {
 sub nginx_test {
     my ($self, $text) = @_;
     my $file = $self->write_conf($text);
-    my $out = `$NGINX -t -p $self->{dir} -c $file 2>&1`;
+    my $out = `$PRELOAD$NGINX -t -p $self->{dir} -c $file 2>&1`;
     return ($? >> 8, $out);
 }
 
@@ -169,6 +176,10 @@ sub start_nginx {
     if ($pid == 0) {
         open STDOUT, '>>', "$self->{dir}/nginx.out";
         open STDERR, '>&', \*STDOUT;
+        if ($ENV{LLM_SAN_PRELOAD}) {
+            $ENV{LD_PRELOAD} = $ENV{LLM_SAN_PRELOAD};
+            $ENV{ASAN_OPTIONS} = $NGX_ASAN;
+        }
         exec $NGINX, '-p', $self->{dir}, '-c', $file
             or die "exec $NGINX: $!";
     }

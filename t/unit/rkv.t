@@ -1,2 +1,5 @@
 #!/usr/bin/perl
-exec "./build/t/test_rkv" or die "run make first: $!\n";
+# the unit test binary from the build directory (LLM_BUILD, as make test
+# sets it; build/ otherwise)
+my $bin = ($ENV{LLM_BUILD} || './build') . '/t/test_rkv';
+exec $bin or die "$bin: $! (run make first)\n";

@@ -1,2 +1,5 @@
 #!/usr/bin/perl
-exec "./build/t/test_sampler" or die "run 'make units' first: $!\n";
+# the unit test binary from the build directory (LLM_BUILD, as make test
+# sets it; build/ otherwise)
+my $bin = ($ENV{LLM_BUILD} || './build') . '/t/test_sampler';
+exec $bin or die "$bin: $! (run make first)\n";
