@@ -237,6 +237,7 @@ static uint64_t llm_hist_pct(const llm_hist_t *h, double p);
 static int llm_buf_append(llm_buf_t *b, const void *p, size_t n);
 static uint64_t llm_lg_rand(llm_lg_t *lg);
 static int llm_lg_body(llm_lg_t *lg, llm_buf_t *out, int direct);
+static void llm_lg_free(llm_lg_t *lg);
 static int llm_lg_may_issue(llm_lg_t *lg, uint64_t now);
 static void llm_lg_fail(llm_lg_t *lg, llm_lg_req_t *rq, int err,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -2146,6 +2147,7 @@ main(int argc, char **argv)
     int                  c, rc;
     char                *end;
     llm_lg_t            *lg;
+    static llm_lg_t      lg_storage;     /* not freed by early returns */
     struct sigaction     sa;
 
     enum {
@@ -2176,10 +2178,7 @@ main(int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
 
-    lg = calloc(1, sizeof(llm_lg_t));
-    if (lg == NULL) {
-        return 2;
-    }
+    lg = &lg_storage;
 
     lg->url = "http://127.0.0.1:8080";
     lg->model = "stories";
@@ -2362,17 +2361,49 @@ main(int argc, char **argv)
     lg->t_next_report = lg->t0 + (uint64_t) (lg->interval * 1e6);
 
     rc = lg->direct ? llm_direct_run(lg) : llm_http_run(lg);
-    if (rc == 2) {
-        return 2;
-    }
+    if (rc != 2) {
+        llm_lg_summary(lg);
 
-    llm_lg_summary(lg);
-
-    for (int i = 1; i < LLM_LG_ERR_N; i++) {
-        if (lg->errors[i]) {
-            return 1;
+        for (int i = 1; i < LLM_LG_ERR_N; i++) {
+            if (lg->errors[i]) {
+                rc = 1;
+            }
         }
     }
 
+    llm_lg_free(lg);
+
     return rc;
+}
+
+
+/* what the run allocated, so that LeakSanitizer sees a clean exit */
+static void
+llm_lg_free(llm_lg_t *lg)
+{
+    llm_lg_conn_t  *c;
+
+    for (int i = 0; lg->conn != NULL && i < lg->conns; i++) {
+        c = &lg->conn[i];
+        if (c->fd != -1) {
+            close(c->fd);
+        }
+        free(c->out.data);
+        free(c->in.data);
+        free(c->body.data);
+        free(c->event.data);
+    }
+
+    for (int i = 0; lg->streams != NULL && i < lg->conns; i++) {
+        free(lg->streams[i].body.data);
+    }
+
+    if (lg->addr != NULL) {
+        freeaddrinfo(lg->addr);
+    }
+
+    llm_client_close(&lg->client);
+    free(lg->conn);
+    free(lg->streams);
+    close(lg->ep);
 }
