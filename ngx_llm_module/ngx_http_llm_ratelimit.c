@@ -42,6 +42,7 @@
 #define NGX_HTTP_LLM_LIMIT_KEY_MAX      4096
 #define NGX_HTTP_LLM_LIMIT_TIMEOUT      200
 #define NGX_HTTP_LLM_LIMIT_SIZE         1048576
+#define NGX_HTTP_LLM_DAY_MS             86400000
 
 #define NGX_HTTP_LLM_LIMIT_CHECKING     0
 #define NGX_HTTP_LLM_LIMIT_WAITING      1
@@ -633,6 +634,13 @@ ngx_http_llm_limit_reply(void *data, redisReply *reply)
 }
 
 
+static long long
+ngx_http_llm_limit_clamp(long long v, long long lo, long long hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+
 static ngx_int_t
 ngx_http_llm_limit_parse(ngx_http_llm_limit_ctx_t *ctx, redisReply *reply)
 {
@@ -660,18 +668,39 @@ ngx_http_llm_limit_parse(ngx_http_llm_limit_ctx_t *ctx, redisReply *reply)
         }
     }
 
+    /*
+     * Whatever the server says, the counts stay within the zone's
+     * bucket and the waits within a day, so that a broken or hostile
+     * Redis cannot put absurd numbers into the headers.
+     */
+
     ctx->status = e[0]->integer ? NGX_DECLINED : NGX_HTTP_TOO_MANY_REQUESTS;
-    ctx->retry = e[1]->integer > 0 ? (ngx_msec_t) e[1]->integer : 0;
+    ctx->retry = (ngx_msec_t) ngx_http_llm_limit_clamp(e[1]->integer, 0,
+                                                       NGX_HTTP_LLM_DAY_MS);
     ctx->counted = 1;
 
     for (i = 0; i < ctx->n; i++) {
         st = &ctx->states[i];
         j = 2 + 4 * i;
 
-        st->requests = (ngx_int_t) e[j]->integer;
-        st->requests_reset = (ngx_msec_int_t) e[j + 1]->integer;
-        st->tokens = (ngx_int_t) e[j + 2]->integer;
-        st->tokens_reset = (ngx_msec_int_t) e[j + 3]->integer;
+        st->requests = -1;
+        st->tokens = -1;
+
+        if (st->zone->requests) {
+            st->requests = (ngx_int_t) ngx_http_llm_limit_clamp(
+                               e[j]->integer, 0,
+                               st->zone->requests + st->zone->burst);
+        }
+
+        if (st->zone->tokens) {
+            st->tokens = (ngx_int_t) ngx_http_llm_limit_clamp(
+                             e[j + 2]->integer, 0, st->zone->tokens);
+        }
+
+        st->requests_reset = (ngx_msec_int_t) ngx_http_llm_limit_clamp(
+                                 e[j + 1]->integer, 0, NGX_HTTP_LLM_DAY_MS);
+        st->tokens_reset = (ngx_msec_int_t) ngx_http_llm_limit_clamp(
+                               e[j + 3]->integer, 0, NGX_HTTP_LLM_DAY_MS);
 
         if (ctx->status != NGX_DECLINED) {
             st->refused_requests = (st->requests == 0
