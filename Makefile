@@ -105,14 +105,16 @@ $(BUILD)/llm-engine: $(ENGINE_OBJS) $(FLAVOR)
 # bench/sched_bench.c: the scheduler through the engine's protocol
 tools: $(BUILD)/gguf-write $(BUILD)/sched-bench
 
-$(BUILD)/sched-bench: bench/sched_bench.c t/unit/llm_test_client.h $(LIB_OBJS) \
+$(BUILD)/sched-bench: bench/sched_bench.c t/unit/llm_test_client.h \
+                      bench/llm_client.h $(LIB_OBJS) \
                       $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS) $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
-$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(LIB_OBJS) $(FLAVOR)
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h t/unit/llm_test_client.h \
+              bench/llm_client.h $(LIB_OBJS) $(FLAVOR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 

@@ -1,11 +1,11 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * A worker's side of the engine protocol, written from llm_proto.h for the
- * tests that drive a real `llm-engine serve`: start an engine, handshake
- * (descriptors over SCM_RIGHTS), claim and submit slots, drain rings,
- * ring doorbells.  Header-only; include it once per test program, after
- * defining _GNU_SOURCE.
+ * For the tests that drive a real `llm-engine serve`: start an engine,
+ * then speak the protocol through bench/llm_client.h (the handshake,
+ * claiming and submitting slots, rings, doorbells) and gather a
+ * request's events into a result_t.  Header-only; include it once per
+ * test program, after defining _GNU_SOURCE.
  */
 
 #ifndef LLM_TEST_CLIENT_H
@@ -19,23 +19,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 
-#include "llm_ring.h"
+#include "../../bench/llm_client.h"
 
 
-typedef struct {
-    int                 sock;
-    int                 engine_bell;
-    int                 my_bell;
-    uint32_t            worker_id;
-    unsigned char      *base;
-    size_t              size;
-    llm_shm_header_t   *h;
-} client_t;
+typedef llm_client_t  client_t;
 
 
 typedef struct {
@@ -119,75 +108,16 @@ start_engine_as(const char *path, unsigned uid)
 static int
 client_connect(client_t *c, const char *path)
 {
-    int                 fds[3];
-    ssize_t             n;
-    struct iovec        iov;
-    struct msghdr       msg;
-    llm_hello_t         hello;
-    llm_welcome_t       w;
-    struct cmsghdr     *cm;
-    struct sockaddr_un  sa;
-    union {
-        struct cmsghdr  align;
-        char            buf[CMSG_SPACE(sizeof(fds))];
-    } ctl;
+    char  err[256];
 
-    memset(c, 0, sizeof(*c));
-    c->sock = socket(AF_UNIX, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (connect(c->sock, (struct sockaddr *) &sa, sizeof(sa)) == -1) {
-        return -1;
-    }
-
-    memset(&hello, 0, sizeof(hello));
-    hello.magic = LLM_PROTO_MAGIC;
-    hello.version = LLM_PROTO_VERSION;
-    hello.pid = getpid();
-    if (write(c->sock, &hello, sizeof(hello)) != sizeof(hello)) {
-        return -1;
-    }
-
-    memset(&msg, 0, sizeof(msg));
-    iov.iov_base = &w;
-    iov.iov_len = sizeof(w);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof(ctl.buf);
-
-    n = recvmsg(c->sock, &msg, 0);
-    cm = CMSG_FIRSTHDR(&msg);
-    if (n != sizeof(w) || w.status != LLM_HELLO_OK || cm == NULL
-        || cm->cmsg_type != SCM_RIGHTS)
-    {
-        return -1;
-    }
-    memcpy(fds, CMSG_DATA(cm), sizeof(fds));
-
-    c->base = mmap(NULL, w.shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fds[0], 0);
-    close(fds[0]);
-    if (c->base == MAP_FAILED) {
-        return -1;
-    }
-    c->size = w.shm_size;
-    c->h = (llm_shm_header_t *) c->base;
-    c->engine_bell = fds[1];
-    c->my_bell = fds[2];
-    c->worker_id = w.worker_id;
-
-    return llm_shm_header_check(c->h, c->size) == NULL ? 0 : -1;
+    return llm_client_connect(c, path, err, sizeof(err));
 }
 
 
-static void
+static void __attribute__((unused))
 ring_engine(client_t *c)
 {
-    uint64_t  one = 1;
-
-    (void) !write(c->engine_bell, &one, sizeof(one));
+    llm_client_ring(c);
 }
 
 
@@ -195,30 +125,9 @@ ring_engine(client_t *c)
 static int
 submit(client_t *c, const char *json)
 {
-    uint32_t     w;
-    llm_slot_t  *s;
+    uint32_t  gen;
 
-    for (uint32_t i = 0; i < c->h->n_slots; i++) {
-        s = llm_shm_slot(c->base, c->h, i);
-        w = llm_slot_word(LLM_SLOT_FREE, 0);
-        if (!atomic_compare_exchange_strong(&s->state, &w,
-                llm_slot_word(LLM_SLOT_CLAIMED, c->worker_id)))
-        {
-            continue;
-        }
-        atomic_fetch_add(&s->generation, 1);
-        atomic_store(&s->head, 0);
-        atomic_store(&s->tail, 0);
-        atomic_store(&s->engine_waiting, 0);
-        s->req_len = (uint32_t) strlen(json);
-        memcpy(llm_slot_req(s, c->h), json, s->req_len);
-        atomic_store_explicit(&s->state,
-            llm_slot_word(LLM_SLOT_SUBMITTED, c->worker_id),
-            memory_order_release);
-        ring_engine(c);
-        return (int) i;
-    }
-    return -1;
+    return llm_client_submit(c, json, strlen(json), &gen);
 }
 
 
@@ -227,20 +136,11 @@ static int
 drain(client_t *c, int slot, result_t *r)
 {
     int             last_was_logprobs = 0;
-    llm_slot_t     *s;
     llm_event_t     ev;
     llm_ev_token_t  t;
     unsigned char   buf[LLM_EVENT_MAX];
 
-    s = llm_shm_slot(c->base, c->h, (uint32_t) slot);
-
-    for ( ;; ) {
-        int  rc = llm_ring_get(s, llm_slot_ring(s, c->h), c->h->ring_size,
-                               &ev, buf);
-
-        if (rc != LLM_RING_OK) {
-            break;
-        }
+    while (llm_client_event(c, (uint32_t) slot, &ev, buf) == LLM_RING_OK) {
 
         switch (ev.type) {
 
@@ -290,10 +190,7 @@ drain(client_t *c, int slot, result_t *r)
 
     r->text[r->text_len] = '\0';
 
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_exchange(&s->engine_waiting, 0)) {
-        ring_engine(c);
-    }
+    llm_client_drained(c, (uint32_t) slot);
 
     return r->done || r->error;
 }
@@ -343,7 +240,7 @@ run(client_t *c, const char *json, result_t *r)
 static uint64_t __attribute__((unused))
 stat(client_t *c, int i)
 {
-    return atomic_load(&c->h->stats[i]);
+    return llm_client_stat(c, i);
 }
 
 
