@@ -27,6 +27,22 @@
                                         * more than they save */
 
 
+/*
+ * Eight floats at a time in GCC's generic vectors: one AVX register in
+ * the clone built for x86-64-v3 (AVX2, FMA), two SSE ones in the
+ * baseline clone; the loader picks the clone for the CPU it runs on.
+ */
+typedef float    llm_v8f __attribute__((vector_size(32)));
+typedef int32_t  llm_v8i __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define LLM_ATT_CLONES  __attribute__((target_clones("arch=x86-64-v3", \
+                                                     "default")))
+#else
+#define LLM_ATT_CLONES
+#endif
+
+
 typedef struct {
     llm_step_t           st;        /* the current step (host memory) */
 } llm_cpu_t;
@@ -81,6 +97,7 @@ static void llm_cpu_attention(llm_backend_t *be, float *out, const float *q,
 static void llm_cpu_silu_mul(llm_backend_t *be, float *g, const float *u,
     int64_t n);
 static void llm_attend_task(void *arg, int64_t task, int thread);
+LLM_ATT_CLONES
 static void llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks,
     int layer, int n_pos, int kv_head, int hd, const float *q, float *out);
 static void rmsnorm(float *out, const float *x, const float *w, int n,
@@ -487,6 +504,51 @@ llm_attend_task(void *arg, int64_t task, int thread)
 }
 
 
+/* vectors travel through memory: as arguments or results they would
+ * depend on the clone's calling convention */
+#define llm_v8_load(v, p)   memcpy(&(v), (p), sizeof(llm_v8f))
+#define llm_v8_store(p, v)  memcpy((p), &(v), sizeof(llm_v8f))
+#define llm_v8_sum(v)                                                      \
+    ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5]))                               \
+     + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
+
+
+/*
+ * e^x of eight x <= 0 from in to out, to about one ulp: x = k ln 2 + r
+ * with |r| <= ln 2 / 2, e^r by its Taylor polynomial to r^7, 2^k into
+ * the exponent bits.  Below -87 (where e^x leaves the normal floats) the
+ * answer is e^-87.
+ */
+static inline __attribute__((always_inline)) void
+llm_v8_exp(float *out, const float *in)
+{
+    llm_v8i  k, low;
+    llm_v8f  x, kf, r, p, floor;
+
+    llm_v8_load(x, in);
+
+    floor = (llm_v8f) { 0 } - 87.0f;
+    low = x < floor;
+    x = (llm_v8f) (((llm_v8i) x & ~low) | ((llm_v8i) floor & low));
+
+    k = __builtin_convertvector(x * 1.44269504f - 0.5f, llm_v8i);
+    kf = __builtin_convertvector(k, llm_v8f);
+    r = x - kf * 0.693359375f;
+    r = r + kf * 2.12194440e-4f;
+
+    p = r * (1.0f / 5040) + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+
+    p = p * (llm_v8f) ((k + 127) << 23);
+    llm_v8_store(out, p);
+}
+
+
 /*
  * out (head_dim) = softmax(q . K / sqrt(head_dim)) V over positions
  * 0..n_pos-1 of kv head kv_head in layer, read through the block table.
@@ -496,19 +558,23 @@ llm_attend_task(void *arg, int64_t task, int thread)
  * whatever the blocks are, so a sequence's result does not depend on
  * the block size or on the rest of the batch.
  */
+LLM_ATT_CLONES
 static void
 llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
     int n_pos, int kv_head, int hd, const float *q, float *out)
 {
-    int           bs, tn, pos;
-    float         sc[LLM_ATT_TILE], scale, mx, tmx, r, e, dot;
+    int           bs, tn, pos, i, hd8;
+    float         sc[LLM_ATT_TILE], ex[LLM_ATT_TILE], scale, mx, tmx, r, e,
+                  dot;
     double        sum;
+    llm_v8f       acc, a, b;
     const float  *kt, *vt, *base;
 
     bs = kv->block_size;
     scale = 1.0f / sqrtf((float) hd);
     mx = -INFINITY;
     sum = 0.0;
+    hd8 = hd & ~7;
 
     memset(out, 0, (size_t) hd * sizeof(float));
 
@@ -523,8 +589,15 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
             kt = base + (size_t) (pos % bs) * kv->kv_dim
                  + (size_t) kv_head * hd;
 
-            dot = 0.0f;
-            for (int i = 0; i < hd; i++) {
+            acc = (llm_v8f) { 0 };
+            for (i = 0; i < hd8; i += 8) {
+                llm_v8_load(a, q + i);
+                llm_v8_load(b, kt + i);
+                acc += a * b;
+            }
+
+            dot = llm_v8_sum(acc);
+            for ( /* void */ ; i < hd; i++) {
                 dot += q[i] * kt[i];
             }
 
@@ -539,11 +612,23 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
             r = expf(mx - tmx);
             sum *= r;
 
-            for (int i = 0; i < hd; i++) {
+            for (i = 0; i < hd; i++) {
                 out[i] *= r;
             }
 
             mx = tmx;
+        }
+
+        /* the weights, eight at a time; the lanes past tn are unused */
+        for (int j = tn; j % 8 != 0; j++) {
+            sc[j] = tmx;
+        }
+
+        for (int j = 0; j < tn; j += 8) {
+            llm_v8_load(a, sc + j);
+            a -= mx;
+            llm_v8_store(ex + j, a);
+            llm_v8_exp(ex + j, ex + j);
         }
 
         for (int j = 0; j < tn; j++) {
@@ -553,10 +638,17 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
             vt = base + (size_t) (bs + pos % bs) * kv->kv_dim
                  + (size_t) kv_head * hd;
 
-            e = expf(sc[j] - mx);
+            e = ex[j];
             sum += e;
 
-            for (int i = 0; i < hd; i++) {
+            for (i = 0; i < hd8; i += 8) {
+                llm_v8_load(a, out + i);
+                llm_v8_load(b, vt + i);
+                a += e * b;
+                llm_v8_store(out + i, a);
+            }
+
+            for ( /* void */ ; i < hd; i++) {
                 out[i] += e * vt[i];
             }
         }
@@ -564,7 +656,7 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
 
     r = (float) (1.0 / sum);
 
-    for (int i = 0; i < hd; i++) {
+    for (i = 0; i < hd; i++) {
         out[i] *= r;
     }
 }
