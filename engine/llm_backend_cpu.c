@@ -28,18 +28,19 @@
 
 
 /*
- * Eight floats at a time in GCC's generic vectors: one AVX register in
- * the clone built for x86-64-v3 (AVX2, FMA), two SSE ones in the
- * baseline clone; the loader picks the clone for the CPU it runs on.
+ * Attention and SiLU take eight floats at a time in GCC's generic
+ * vectors: one AVX register in the clone built for x86-64-v3 (AVX2,
+ * FMA), two SSE ones in the baseline clone; the loader picks the clone
+ * for the CPU it runs on.
  */
 typedef float    llm_v8f __attribute__((vector_size(32)));
 typedef int32_t  llm_v8i __attribute__((vector_size(32)));
 
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define LLM_ATT_CLONES  __attribute__((target_clones("arch=x86-64-v3", \
+#define LLM_CPU_CLONES  __attribute__((target_clones("arch=x86-64-v3", \
                                                      "default")))
 #else
-#define LLM_ATT_CLONES
+#define LLM_CPU_CLONES
 #endif
 
 
@@ -94,10 +95,11 @@ static void llm_cpu_kv_store(llm_backend_t *be, const llm_kv_buf_t *kv,
     int layer, const float *k, const float *v);
 static void llm_cpu_attention(llm_backend_t *be, float *out, const float *q,
     const llm_kv_buf_t *kv, int layer, int n_head, int head_dim);
+LLM_CPU_CLONES
 static void llm_cpu_silu_mul(llm_backend_t *be, float *g, const float *u,
     int64_t n);
 static void llm_attend_task(void *arg, int64_t task, int thread);
-LLM_ATT_CLONES
+LLM_CPU_CLONES
 static void llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks,
     int layer, int n_pos, int kv_head, int hd, const float *q, float *out);
 static void rmsnorm(float *out, const float *x, const float *w, int n,
@@ -558,7 +560,7 @@ llm_v8_exp(float *out, const float *in)
  * whatever the blocks are, so a sequence's result does not depend on
  * the block size or on the rest of the batch.
  */
-LLM_ATT_CLONES
+LLM_CPU_CLONES
 static void
 llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
     int n_pos, int kv_head, int hd, const float *q, float *out)
@@ -662,16 +664,54 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
 }
 
 
+/*
+ * g = silu(g) * u for eight floats.  With e = e^-|x| (never above 1, so
+ * the polynomial above serves): silu(x) = x / (1 + e) for x >= 0, and
+ * x e / (1 + e) below.
+ */
+static inline __attribute__((always_inline)) void
+llm_v8_silu_mul(float *g, const float *u)
+{
+    llm_v8i  neg;
+    llm_v8f  v, e, a, w, one;
+
+    one = (llm_v8f) { 0 } + 1.0f;
+
+    llm_v8_load(v, g);
+    neg = v < 0.0f;
+    a = -(llm_v8f) ((llm_v8i) v & 0x7fffffff);
+    llm_v8_store(g, a);
+    llm_v8_exp(g, g);
+    llm_v8_load(e, g);
+    w = (llm_v8f) (((llm_v8i) one & ~neg) | ((llm_v8i) e & neg));
+    llm_v8_load(a, u);
+    v = v * w / (one + e) * a;
+    llm_v8_store(g, v);
+}
+
+
+/* the last n % 8 go through the same arithmetic in a padded vector, so
+ * that a token's result does not depend on where the batch put it */
+LLM_CPU_CLONES
 static void
 llm_cpu_silu_mul(llm_backend_t *be, float *g, const float *u, int64_t n)
 {
-    float  x;
+    int64_t  i;
+    float    tg[8], tu[8];
 
     (void) be;
 
-    for (int64_t i = 0; i < n; i++) {
-        x = g[i];
-        g[i] = x / (1.0f + expf(-x)) * u[i];
+    for (i = 0; i + 8 <= n; i += 8) {
+        llm_v8_silu_mul(g + i, u + i);
+    }
+
+    if (i < n) {
+        memset(tg, 0, sizeof(tg));
+        memset(tu, 0, sizeof(tu));
+        memcpy(tg, g + i, (size_t) (n - i) * sizeof(float));
+        memcpy(tu, u + i, (size_t) (n - i) * sizeof(float));
+        llm_v8_silu_mul(tg, tu);
+        memcpy(g + i, tg, (size_t) (n - i) * sizeof(float));
     }
 }
 
