@@ -55,7 +55,8 @@ static llm_tpl_node_t *llm_tpl_parse_tuple(llm_tpl_parser_t *p,
 static llm_tpl_node_t *llm_tpl_parse_expr(llm_tpl_parser_t *p, int condexpr);
 static llm_tpl_node_t *llm_tpl_parse_condexpr(llm_tpl_parser_t *p);
 static llm_tpl_node_t *llm_tpl_parse_or(llm_tpl_parser_t *p);
-static llm_tpl_node_t *llm_tpl_parse_and(llm_tpl_parser_t *p);
+static llm_tpl_node_t *llm_tpl_parse_logic(llm_tpl_parser_t *p,
+    const char *word, int type);
 static llm_tpl_node_t *llm_tpl_parse_not(llm_tpl_parser_t *p);
 static llm_tpl_node_t *llm_tpl_parse_compare(llm_tpl_parser_t *p);
 static llm_tpl_node_t *llm_tpl_parse_binary(llm_tpl_parser_t *p, int level);
@@ -1175,55 +1176,36 @@ llm_tpl_parse_condexpr(llm_tpl_parser_t *p)
 }
 
 
+/* "a or b" over "a and b" over "not a", both left-associative */
 static llm_tpl_node_t *
 llm_tpl_parse_or(llm_tpl_parser_t *p)
 {
-    int              line;
-    llm_tpl_node_t  *a, *n;
-
-    a = llm_tpl_parse_and(p);
-
-    while (a != NULL && llm_tpl_is_name(llm_tpl_cur(p), "or")) {
-        line = llm_tpl_cur(p)->line;
-        llm_tpl_next(p);
-
-        n = llm_tpl_node(p, LLM_TPL_N_OR, line);
-        if (n == NULL) {
-            return NULL;
-        }
-
-        n->a = a;
-        n->b = llm_tpl_parse_and(p);
-        if (n->b == NULL) {
-            return NULL;
-        }
-
-        a = n;
-    }
-
-    return a;
+    return llm_tpl_parse_logic(p, "or", LLM_TPL_N_OR);
 }
 
 
 static llm_tpl_node_t *
-llm_tpl_parse_and(llm_tpl_parser_t *p)
+llm_tpl_parse_logic(llm_tpl_parser_t *p, const char *word, int type)
 {
     int              line;
     llm_tpl_node_t  *a, *n;
 
-    a = llm_tpl_parse_not(p);
+    a = type == LLM_TPL_N_OR ? llm_tpl_parse_logic(p, "and", LLM_TPL_N_AND)
+                             : llm_tpl_parse_not(p);
 
-    while (a != NULL && llm_tpl_is_name(llm_tpl_cur(p), "and")) {
+    while (a != NULL && llm_tpl_is_name(llm_tpl_cur(p), word)) {
         line = llm_tpl_cur(p)->line;
         llm_tpl_next(p);
 
-        n = llm_tpl_node(p, LLM_TPL_N_AND, line);
+        n = llm_tpl_node(p, type, line);
         if (n == NULL) {
             return NULL;
         }
 
         n->a = a;
-        n->b = llm_tpl_parse_not(p);
+        n->b = type == LLM_TPL_N_OR
+               ? llm_tpl_parse_logic(p, "and", LLM_TPL_N_AND)
+               : llm_tpl_parse_not(p);
         if (n->b == NULL) {
             return NULL;
         }
