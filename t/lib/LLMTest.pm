@@ -17,7 +17,7 @@ use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep);
 
 our $ROOT = abs_path(__FILE__ =~ s{t/lib/LLMTest\.pm$}{}r || '.');
-our $BUILD = $ENV{LLM_BUILD} || "$ROOT/build";
+our $BUILD = $ENV{LLM_BUILD} ? abs_path($ENV{LLM_BUILD}) : "$ROOT/build";
 our $ENGINE = "$BUILD/llm-engine";
 our $MODULE = "$BUILD/ngx_http_llm_module.so";
 our $NGINX = $ENV{NGINX} || '/usr/sbin/nginx';
