@@ -2,13 +2,18 @@
  * Copyright (C) ngx_llm developers
  *
  * A job is published by bumping a generation counter; workers spin on
- * it for a while after each job (the next matmul is usually
- * microseconds away while a token is computed) and then sleep on it
- * with a futex, so that an idle engine costs no CPU.  The caller works
- * on the job too and then waits, the same way, for the tasks that
- * others claimed to finish.  It never waits for a worker that has not
- * claimed anything: on a busy machine a worker may not get a CPU for
- * milliseconds, and the caller simply does its share.
+ * it for a short while after each job (while a token is computed, the
+ * next matmul is a few microseconds away) and then sleep on it with a
+ * futex, so that an idle engine costs no CPU and a small model, whose
+ * matmuls run on the caller alone (llm_matmul), leaves the other CPUs
+ * to nginx.  The caller works on the job too and then waits, the same
+ * way, for the tasks that others claimed to finish.  It never waits for
+ * a worker that has not claimed anything: on a busy machine a worker
+ * may not get a CPU for milliseconds, and the caller simply does its
+ * share.
+ *
+ * A job of few tasks wants few workers: it has that many seats, taken
+ * by whichever workers come first, and wakes only that many sleepers.
  *
  * Tasks are claimed with a compare-and-swap on (job, next task), so a
  * worker that wakes late, when its job is over and maybe the next one
@@ -31,9 +36,11 @@
 
 
 #define LLM_THREADS_MAX      256
-#define LLM_THREADS_SPIN_US  300     /* how long a worker spins before it
-                                      * sleeps; a token's matmuls are
-                                      * closer together than this */
+#define LLM_THREADS_SPIN_US  50      /* how long a worker spins before it
+                                      * sleeps: a token's matmuls are
+                                      * closer together than this, and
+                                      * spinning longer takes a CPU from
+                                      * nginx on a shared machine */
 
 
 typedef struct {
@@ -41,9 +48,11 @@ typedef struct {
      * read by workers after they see the bump (acquire) */
     _Atomic(llm_task_pt)   fn;             /* relaxed: a late worker */
     _Atomic(void *)        arg;            /* may read them while the */
-    _Atomic int64_t        n_tasks;        /* next job is written, and */
-    _Atomic int            n_workers;      /* then fails its claim */
+    _Atomic int64_t        n_tasks;        /* next job is written, and
+                                            * then fails its claim */
 
+    _Atomic uint64_t       seats;          /* job << 32 | workers that
+                                            * may still join it */
     _Atomic uint64_t       claim;          /* job << 32 | next task */
 
     _Alignas(64)
@@ -64,12 +73,13 @@ typedef struct {
 
 
 static void *llm_worker(void *data);
+static int llm_pool_join(uint32_t job);
 static void llm_pool_work(uint32_t job, int thread);
 static int llm_pool_start(int n, llm_err_t *err);
 static void llm_pool_stop(void);
 static int llm_cpus_online(void);
 static void llm_futex_wait(_Atomic uint32_t *addr, uint32_t val);
-static void llm_futex_wake(_Atomic uint32_t *addr);
+static void llm_futex_wake(_Atomic uint32_t *addr, int n);
 static void llm_cpu_relax(void);
 
 
@@ -100,6 +110,12 @@ int
 llm_threads_count(void)
 {
     int  n;
+
+    if (llm_in_pool) {
+        /* inside a task, whose caller holds the lock: the pool cannot
+         * change until the job is over */
+        return llm_pool.n_threads;
+    }
 
     pthread_mutex_lock(&llm_pool.lock);
 
@@ -157,7 +173,8 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
     atomic_store_explicit(&llm_pool.fn, fn, memory_order_relaxed);
     atomic_store_explicit(&llm_pool.arg, arg, memory_order_relaxed);
     atomic_store_explicit(&llm_pool.n_tasks, n_tasks, memory_order_relaxed);
-    atomic_store_explicit(&llm_pool.n_workers, n_workers,
+    atomic_store_explicit(&llm_pool.seats,
+                          (uint64_t) job << 32 | (uint32_t) n_workers,
                           memory_order_relaxed);
     atomic_store_explicit(&llm_pool.done, 0, memory_order_relaxed);
     atomic_store_explicit(&llm_pool.claim, (uint64_t) job << 32,
@@ -169,7 +186,7 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
     atomic_store(&llm_pool.gen, job);
 
     if (n_workers > 0 && atomic_load(&llm_pool.n_asleep) > 0) {
-        llm_futex_wake(&llm_pool.gen);
+        llm_futex_wake(&llm_pool.gen, n_workers);
     }
 
     llm_in_pool = 1;
@@ -207,6 +224,29 @@ llm_threads_run(llm_task_pt fn, void *arg, int64_t n_tasks)
     }
 
     pthread_mutex_unlock(&llm_pool.lock);
+}
+
+
+/* takes one of job's seats, if it has one left and is still the job */
+static int
+llm_pool_join(uint32_t job)
+{
+    uint64_t  s;
+
+    s = atomic_load_explicit(&llm_pool.seats, memory_order_relaxed);
+
+    for ( ;; ) {
+        if ((uint32_t) (s >> 32) != job || (uint32_t) s == 0) {
+            return 0;
+        }
+
+        if (atomic_compare_exchange_weak_explicit(&llm_pool.seats, &s, s - 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+        {
+            return 1;
+        }
+    }
 }
 
 
@@ -249,7 +289,7 @@ llm_pool_work(uint32_t job, int thread)
         if ((int64_t) atomic_fetch_add(&llm_pool.done, 1) + 1 == n
             && thread != 0 && atomic_load(&llm_pool.caller_asleep))
         {
-            llm_futex_wake(&llm_pool.done);
+            llm_futex_wake(&llm_pool.done, 1);
         }
 
         c = atomic_load_explicit(&llm_pool.claim, memory_order_relaxed);
@@ -304,10 +344,8 @@ llm_worker(void *data)
             return NULL;
         }
 
-        if (thread > atomic_load_explicit(&llm_pool.n_workers,
-                                          memory_order_relaxed))
-        {
-            continue;    /* a small job: not needed */
+        if (!llm_pool_join(g)) {
+            continue;    /* a small job, or over: not needed */
         }
 
         llm_pool_work(g, thread);
@@ -385,7 +423,7 @@ llm_pool_stop(void)
     if (llm_pool.n_threads > 1) {
         atomic_store(&llm_pool.stop, 1);
         atomic_fetch_add(&llm_pool.gen, 1);
-        llm_futex_wake(&llm_pool.gen);
+        llm_futex_wake(&llm_pool.gen, LLM_THREADS_MAX);
 
         for (int i = 0; i < llm_pool.n_threads - 1; i++) {
             pthread_join(llm_pool.workers[i], NULL);
@@ -429,10 +467,10 @@ llm_futex_wait(_Atomic uint32_t *addr, uint32_t val)
 
 
 static void
-llm_futex_wake(_Atomic uint32_t *addr)
+llm_futex_wake(_Atomic uint32_t *addr, int n)
 {
-    (void) syscall(SYS_futex, (uint32_t *) addr, FUTEX_WAKE_PRIVATE,
-                   LLM_THREADS_MAX, NULL, NULL, 0);
+    (void) syscall(SYS_futex, (uint32_t *) addr, FUTEX_WAKE_PRIVATE, n,
+                   NULL, NULL, 0);
 }
 
 
