@@ -61,26 +61,6 @@ typedef struct {
 typedef void (*llm_gemm_pt)(const llm_gemm_t *g);
 
 
-/*
- * Many tokens at once: a slice of weight rows dequantized to f32 (w,
- * rows w_ld floats apart) times f32 inputs (x, x_ld apart), over k
- * columns; out[t * ld + r] is set, or added to when accumulate is set
- * (the later column blocks of a row slice).
- */
-typedef struct {
-    float          *out;
-    int64_t         ld;
-    const float    *w;
-    int64_t         w_ld;
-    const float    *x;
-    int64_t         x_ld;
-    int64_t         n_rows;
-    int64_t         n_tok;
-    int64_t         k;
-    int             accumulate;
-} llm_sgemm_t;
-
-
 typedef struct {
     const char     *name;
     llm_gemm_pt     f32;
@@ -96,13 +76,9 @@ typedef struct {
                               int64_t n);
     void          (*quant_q8k)(const float *x, llm_q8k_block_t *y,
                                int64_t n);
-    void          (*sgemm)(const llm_sgemm_t *s);
-    /* llm_dequant_row(), faster */
-    int           (*dequant)(uint32_t type, const void *row, float *y,
-                             int64_t n);
-    /* q4_0 wants the middle 16 bytes of each pair of input blocks
-     * swapped (see llm_cpu_avx2.c) */
-    int             q4_0_pairs;
+    /* q8_0 and q4_0 want the middle 16 bytes of each pair of input
+     * blocks swapped (see llm_cpu_avx2.c) */
+    int             q8_pairs;
 } llm_cpu_kernels_t;
 
 

@@ -8,7 +8,9 @@
  * Each kernel walks tiles of NR weight rows by NT tokens: a weight
  * block is loaded and unpacked once per tile and used for NT tokens,
  * which is what makes many tokens at once (a prompt, a batch) cost
- * less than one at a time; one token uses tiles of 4 rows.  The 8-bit
+ * less than one at a time; one token uses tiles of 2 or 4 rows.  A
+ * token's outputs are computed the same way in every tile (see
+ * LLM_TILES), so they do not depend on its batch.  The 8-bit
  * products go through vpmaddubsw (unsigned by signed bytes, pairs
  * summed to 16 bits), then vpmaddwd to 32 bits (by ones, or by the
  * k-quants' integer sub-block scales, which scales for free), then a
@@ -57,9 +59,6 @@ static void llm_avx2_q6_k(const llm_gemm_t *g);
 static void llm_avx2_quant_q8(const float *x, llm_q8_block_t *y, int64_t n);
 static void llm_avx2_quant_q8k(const float *x, llm_q8k_block_t *y,
     int64_t n);
-static void llm_avx2_sgemm(const llm_sgemm_t *s);
-static int llm_avx2_dequant(uint32_t type, const void *row, float *y,
-    int64_t n);
 
 
 const llm_cpu_kernels_t  llm_cpu_avx2 = {
@@ -74,8 +73,6 @@ const llm_cpu_kernels_t  llm_cpu_avx2 = {
     llm_avx2_q6_k,
     llm_avx2_quant_q8,
     llm_avx2_quant_q8k,
-    llm_avx2_sgemm,
-    llm_avx2_dequant,
     1
 };
 
@@ -117,34 +114,62 @@ llm_nibbles16(const uint8_t *p)
  * The tile loops every kernel shares.  TILE(r, t, NR, NT) must compute
  * out rows r..r+NR-1 for tokens t..t+NT-1; it is expanded with constant
  * NR and NT so that the compiler keeps the accumulators in registers.
+ * Tokens go TB (at most LLM_NT_MAX) at a time with BR rows a tile, the
+ * last 2..TB-1 tokens together the same way; a token alone (decoding)
+ * takes RB rows a tile.  Each output is computed by the same
+ * instructions in the same order whatever the tile it falls in, so
+ * that a token's result does not depend on the others in its batch
+ * (t/unit/test_matmul.c checks it).
  */
-#define LLM_TILES(g, TILE, RB, TB)                                          \
+#define LLM_ROWS(g, TILE, t, RB, NT)                                        \
     do {                                                                    \
-        int64_t  t_ = 0, r_;                                                \
+        int64_t  r_;                                                        \
                                                                             \
-        for ( ; t_ + (TB) <= (g)->n_tok; t_ += (TB)) {                      \
-            for (r_ = 0; r_ + 2 <= (g)->n_rows; r_ += 2) {                  \
-                TILE(g, r_, t_, 2, TB);                                     \
-            }                                                               \
-            for ( ; r_ < (g)->n_rows; r_++) {                               \
-                TILE(g, r_, t_, 1, TB);                                     \
-            }                                                               \
+        for (r_ = 0; r_ + (RB) <= (g)->n_rows; r_ += (RB)) {                \
+            TILE(g, r_, t, RB, NT);                                         \
         }                                                                   \
-                                                                            \
-        for ( ; t_ < (g)->n_tok; t_++) {                                    \
-            for (r_ = 0; r_ + (RB) <= (g)->n_rows; r_ += (RB)) {            \
-                TILE(g, r_, t_, RB, 1);                                     \
-            }                                                               \
-            for ( ; r_ < (g)->n_rows; r_++) {                               \
-                TILE(g, r_, t_, 1, 1);                                      \
-            }                                                               \
+        for ( ; r_ < (g)->n_rows; r_++) {                                   \
+            TILE(g, r_, t, 1, NT);                                          \
         }                                                                   \
     } while (0)
+
+#define LLM_TILES(g, TILE, RB, BR, TB)                                      \
+    do {                                                                    \
+        int64_t  t_;                                                        \
+                                                                            \
+        for (t_ = 0; t_ + (TB) <= (g)->n_tok; t_ += (TB)) {                 \
+            LLM_ROWS(g, TILE, t_, BR, TB);                                  \
+        }                                                                   \
+                                                                            \
+        switch ((g)->n_tok - t_) {                                          \
+        case 1:                                                             \
+            LLM_ROWS(g, TILE, t_, RB, 1);                                   \
+            break;                                                          \
+        LLM_TCASE(g, TILE, BR, TB, 2)                                       \
+        LLM_TCASE(g, TILE, BR, TB, 3)                                       \
+        LLM_TCASE(g, TILE, BR, TB, 4)                                       \
+        LLM_TCASE(g, TILE, BR, TB, 5)                                       \
+        LLM_TCASE(g, TILE, BR, TB, 6)                                       \
+        LLM_TCASE(g, TILE, BR, TB, 7)                                       \
+        default:                                                            \
+            break;                                                          \
+        }                                                                   \
+    } while (0)
+
+/* the last N tokens, N < TB: dead code for the larger N */
+#define LLM_TCASE(g, TILE, BR, TB, N)                                       \
+        case N:                                                             \
+            if ((N) < (TB)) {                                               \
+                LLM_ROWS(g, TILE, t_, BR, N);                               \
+            }                                                               \
+            break;
+
+#define LLM_NT_MAX  8
 
 
 LLM_INLINE void
 llm_store_tile(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt,
-    __m256 acc[4][4])
+    __m256 acc[4][LLM_NT_MAX])
 {
     LLM_UNROLL
     for (int j = 0; j < nt; j++) {
@@ -185,13 +210,54 @@ llm_load_bf16(const uint8_t *w, int64_t c)
 }
 
 
-#define LLM_FLOAT_TILE(NAME, LOAD)                                          \
+/*
+ * The last n_cols % 8 columns: the weights through a zeroed copy (F16
+ * and BF16 have no masked 16-bit load), the inputs by a masked load.
+ * The lanes past the end multiply 0 by 0, which leaves every
+ * accumulator as it was, so a row's sum is the same in any tile.
+ */
+LLM_INLINE __m256
+llm_tail_f32(const uint8_t *w, int64_t c, int n)
+{
+    float  tmp[8] = { 0 };
+
+    memcpy(tmp, (const float *) w + c, (size_t) n * sizeof(float));
+
+    return _mm256_loadu_ps(tmp);
+}
+
+
+LLM_INLINE __m256
+llm_tail_f16(const uint8_t *w, int64_t c, int n)
+{
+    uint16_t  tmp[8] = { 0 };
+
+    memcpy(tmp, w + 2 * c, (size_t) n * 2);
+
+    return llm_load_f16((const uint8_t *) tmp, 0);
+}
+
+
+LLM_INLINE __m256
+llm_tail_bf16(const uint8_t *w, int64_t c, int n)
+{
+    uint16_t  tmp[8] = { 0 };
+
+    memcpy(tmp, w + 2 * c, (size_t) n * 2);
+
+    return llm_load_bf16((const uint8_t *) tmp, 0);
+}
+
+
+#define LLM_FLOAT_TILE(NAME, LOAD, TAIL)                                    \
 LLM_INLINE void                                                             \
 NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)             \
 {                                                                           \
-    __m256          acc[4][4], w[4];                                        \
+    int64_t         c;                                                      \
+    __m256          acc[4][LLM_NT_MAX], w[4];                               \
+    __m256i         mask;                                                   \
     const uint8_t  *row[4];                                                 \
-    const float    *x[4];                                                   \
+    const float    *x[LLM_NT_MAX];                                          \
                                                                             \
     LLM_UNROLL                                                              \
     for (int i = 0; i < nr; i++) {                                          \
@@ -207,7 +273,7 @@ NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)             \
         x[j] = (const float *) (g->a + (size_t) (t + j) * g->a_stride);     \
     }                                                                       \
                                                                             \
-    for (int64_t c = 0; c < g->n_cols; c += 8) {                            \
+    for (c = 0; c + 8 <= g->n_cols; c += 8) {                               \
         LLM_UNROLL                                                          \
         for (int i = 0; i < nr; i++) {                                      \
             w[i] = LOAD(row[i], c);                                         \
@@ -223,64 +289,74 @@ NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)             \
         }                                                                   \
     }                                                                       \
                                                                             \
+    if (c < g->n_cols) {                                                    \
+        int  n = (int) (g->n_cols - c);                                     \
+                                                                            \
+        mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n),                     \
+                                  _mm256_setr_epi32(0, 1, 2, 3,             \
+                                                    4, 5, 6, 7));           \
+        LLM_UNROLL                                                          \
+        for (int i = 0; i < nr; i++) {                                      \
+            w[i] = TAIL(row[i], c, n);                                      \
+        }                                                                   \
+        LLM_UNROLL                                                          \
+        for (int j = 0; j < nt; j++) {                                      \
+            __m256  a = _mm256_maskload_ps(x[j] + c, mask);                 \
+                                                                            \
+            LLM_UNROLL                                                      \
+            for (int i = 0; i < nr; i++) {                                  \
+                acc[i][j] = _mm256_fmadd_ps(w[i], a, acc[i][j]);            \
+            }                                                               \
+        }                                                                   \
+    }                                                                       \
+                                                                            \
     llm_store_tile(g, r, t, nr, nt, acc);                                   \
 }
 
-LLM_FLOAT_TILE(llm_tile_f32, llm_load_f32)
-LLM_FLOAT_TILE(llm_tile_f16, llm_load_f16)
-LLM_FLOAT_TILE(llm_tile_bf16, llm_load_bf16)
+LLM_FLOAT_TILE(llm_tile_f32, llm_load_f32, llm_tail_f32)
+LLM_FLOAT_TILE(llm_tile_f16, llm_load_f16, llm_tail_f16)
+LLM_FLOAT_TILE(llm_tile_bf16, llm_load_bf16, llm_tail_bf16)
 
 
 static void
 llm_avx2_f32(const llm_gemm_t *g)
 {
-    if (g->n_cols % 8 != 0) {
-        llm_cpu_scalar.f32(g);
-        return;
-    }
-
-    LLM_TILES(g, llm_tile_f32, 4, 3);
+    LLM_TILES(g, llm_tile_f32, 4, 2, 3);
 }
 
 
 static void
 llm_avx2_f16(const llm_gemm_t *g)
 {
-    if (g->n_cols % 8 != 0) {
-        llm_cpu_scalar.f16(g);
-        return;
-    }
-
-    LLM_TILES(g, llm_tile_f16, 4, 3);
+    LLM_TILES(g, llm_tile_f16, 4, 2, 3);
 }
 
 
 static void
 llm_avx2_bf16(const llm_gemm_t *g)
 {
-    if (g->n_cols % 8 != 0) {
-        llm_cpu_scalar.bf16(g);
-        return;
-    }
-
-    LLM_TILES(g, llm_tile_bf16, 4, 3);
+    LLM_TILES(g, llm_tile_bf16, 4, 2, 3);
 }
 
 
 /* ---- Q8_0 and Q4_0 against llm_q8_block_t ---- */
 
 /*
- * Q8_0: per block, |w| and w once per row; per token, x's signs moved
- * by w's, the byte products summed to 32 bits, scaled by dw * dx.
+ * Q8_0: the sign trick, |w| times x with w's sign moved onto x, since
+ * vpmaddubsw wants one side unsigned.  Two blocks A, B at a time, one
+ * per 128-bit half as for Q4_0 below (the input's pairs are swapped
+ * the same way): [A 0..15 | B 0..15] and [A 16..31 | B 16..31] against
+ * the two input blocks, each product to 32 bits (a sum of two would
+ * not fit 16), then one conversion and one FMA for both blocks.
  */
 LLM_INLINE void
 llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
 {
-    int64_t                nb;
-    __m256                 acc[4][4], dw[4];
-    __m256i                w[4], aw[4], ones;
+    int64_t                nb, b;
+    __m256                 acc[4][LLM_NT_MAX], dw[4];
+    __m256i                lo[4], hi[4], ones;
     const uint8_t         *row[4];
-    const llm_q8_block_t  *x[4];
+    const llm_q8_block_t  *x[LLM_NT_MAX];
 
     ones = _mm256_set1_epi16(1);
     nb = g->n_cols / LLM_QK;
@@ -300,17 +376,59 @@ llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
                                                 * g->a_stride);
     }
 
-    for (int64_t b = 0; b < nb; b++) {
+    for (b = 0; b + 1 < nb; b += 2) {
         LLM_UNROLL
         for (int i = 0; i < nr; i++) {
             const uint8_t  *p = row[i] + 34 * b;
 
             if (nt == 1) {
                 _mm_prefetch((const char *) p + LLM_PF_AHEAD, _MM_HINT_T0);
+                _mm_prefetch((const char *) p + LLM_PF_AHEAD + 64,
+                             _MM_HINT_T0);
             }
 
-            w[i] = _mm256_loadu_si256((const __m256i *) (p + 2));
-            aw[i] = _mm256_sign_epi8(w[i], w[i]);
+            lo[i] = _mm256_loadu2_m128i((const __m128i *) (p + 36),
+                                        (const __m128i *) (p + 2));
+            hi[i] = _mm256_loadu2_m128i((const __m128i *) (p + 52),
+                                        (const __m128i *) (p + 18));
+            dw[i] = _mm256_set_m128(_mm_set1_ps(llm_cpu_half(p + 34)),
+                                    _mm_set1_ps(llm_cpu_half(p)));
+        }
+
+        LLM_UNROLL
+        for (int j = 0; j < nt; j++) {
+            const llm_q8_block_t  *xa = &x[j][b], *xb = &x[j][b + 1];
+            __m256i                a0, a1;
+            __m256                 dx;
+
+            a0 = _mm256_loadu_si256((const __m256i *) xa->q);
+            a1 = _mm256_loadu_si256((const __m256i *) xb->q);
+            dx = _mm256_set_m128(_mm_set1_ps(xb->d), _mm_set1_ps(xa->d));
+
+            LLM_UNROLL
+            for (int i = 0; i < nr; i++) {
+                __m256i  p0, p1;
+
+                p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(lo[i], lo[i]),
+                                          _mm256_sign_epi8(a0, lo[i]));
+                p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(hi[i], hi[i]),
+                                          _mm256_sign_epi8(a1, hi[i]));
+                p0 = _mm256_add_epi32(_mm256_madd_epi16(p0, ones),
+                                      _mm256_madd_epi16(p1, ones));
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0),
+                                            _mm256_mul_ps(dw[i], dx),
+                                            acc[i][j]);
+            }
+        }
+    }
+
+    /* an odd last block, not swapped */
+    if (b < nb) {
+        LLM_UNROLL
+        for (int i = 0; i < nr; i++) {
+            const uint8_t  *p = row[i] + 34 * b;
+
+            lo[i] = _mm256_loadu_si256((const __m256i *) (p + 2));
             dw[i] = llm_half8(p);
         }
 
@@ -323,7 +441,8 @@ llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
             for (int i = 0; i < nr; i++) {
                 __m256i  p;
 
-                p = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(a, w[i]));
+                p = _mm256_maddubs_epi16(_mm256_sign_epi8(lo[i], lo[i]),
+                                         _mm256_sign_epi8(a, lo[i]));
                 p = _mm256_madd_epi16(p, ones);
                 acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                             _mm256_mul_ps(dw[i], dx),
@@ -344,7 +463,7 @@ llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
  * Two blocks A, B at a time, one per 128-bit half: their 16 bytes of
  * nibbles give [A 0..15 | B 0..15] (low nibbles) and [A 16..31 | B
  * 16..31] (high), which the input matches because llm_matmul swapped
- * the middle halves of each pair of input blocks (q4_0_pairs): block
+ * the middle halves of each pair of input blocks (q8_pairs): block
  * A's q holds x[A 0..15], x[B 0..15], block B's the rest.  Both
  * products fit 16 bits, so they add before the one vpmaddwd, and one
  * conversion and FMA serve both blocks: about half the instructions of
@@ -354,10 +473,10 @@ LLM_INLINE void
 llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
 {
     int64_t                nb, b;
-    __m256                 acc[4][4], dw[4];
+    __m256                 acc[4][LLM_NT_MAX], dw[4];
     __m256i                lo[4], hi[4], ones, m4;
     const uint8_t         *row[4];
-    const llm_q8_block_t  *x[4];
+    const llm_q8_block_t  *x[LLM_NT_MAX];
 
     ones = _mm256_set1_epi16(1);
     m4 = _mm256_set1_epi8(0x0f);
@@ -458,14 +577,14 @@ llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)
 static void
 llm_avx2_q8_0(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q8_0, 4, 4);
+    LLM_TILES(g, llm_tile_q8_0, 2, 1, 8);
 }
 
 
 static void
 llm_avx2_q4_0(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q4_0, 2, 4);
+    LLM_TILES(g, llm_tile_q4_0, 2, 2, 4);
 }
 
 
@@ -481,7 +600,7 @@ LLM_INLINE void
 llm_block_k45(const uint8_t *blk, const uint8_t *qh, const uint8_t *qs,
     const llm_q8k_block_t **xb, int nt, __m256 *acc)
 {
-    __m256i   isum[4], msum, mins, s16;
+    __m256i   isum[LLM_NT_MAX], msum, mins, s16;
     uint32_t  a, b, c;
     uint64_t  sc, mn;
     __m256    d, dmin;
@@ -584,7 +703,7 @@ LLM_INLINE void
 llm_block_q6_k(const uint8_t *blk, const llm_q8k_block_t **xb, int nt,
     __m256 *acc)
 {
-    __m256i        isum[4], sc16, hs, m4, m2;
+    __m256i        isum[LLM_NT_MAX], sc16, hs, m4, m2;
     __m256         d;
     const int8_t  *sc;
 
@@ -678,9 +797,9 @@ LLM_INLINE void                                                             \
 NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nr, int nt)             \
 {                                                                           \
     int64_t                 nb;                                             \
-    __m256                  acc[4][4];                                      \
+    __m256                  acc[4][LLM_NT_MAX];                             \
     const uint8_t          *row;                                            \
-    const llm_q8k_block_t  *x[4], *xb[4];                                   \
+    const llm_q8k_block_t  *x[LLM_NT_MAX], *xb[LLM_NT_MAX];                 \
                                                                             \
     nb = g->n_cols / LLM_QK_K;                                              \
                                                                             \
@@ -732,21 +851,21 @@ LLM_KTILE(llm_tile_q6_k, 210,
 static void
 llm_avx2_q4_k(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q4_k, 2, 4);
+    LLM_TILES(g, llm_tile_q4_k, 2, 2, 4);
 }
 
 
 static void
 llm_avx2_q5_k(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q5_k, 2, 4);
+    LLM_TILES(g, llm_tile_q5_k, 2, 2, 4);
 }
 
 
 static void
 llm_avx2_q6_k(const llm_gemm_t *g)
 {
-    LLM_TILES(g, llm_tile_q6_k, 2, 4);
+    LLM_TILES(g, llm_tile_q6_k, 2, 2, 4);
 }
 
 
@@ -857,269 +976,6 @@ llm_avx2_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n)
 
         y[b].d = d;
     }
-}
-
-
-/* ---- many tokens: f32 tiles of 3 rows by 4 tokens ---- */
-
-/*
- * Each step loads 8 columns of 3 rows and of 4 tokens and does 12
- * FMAs: FMA-bound (two 128-bit FMA pipes), which on the CPUs this runs
- * on is more than the 8-bit path gets, since vpmaddubsw and vpmaddwd
- * share one pipe.  The weights were dequantized once for all tokens.
- */
-LLM_INLINE void
-llm_sgemm_tile(const llm_sgemm_t *s, int64_t r, int64_t t, int nr, int nt)
-{
-    __m256        acc[3][4], w[3];
-    const float  *wr[3], *xt[4];
-
-    LLM_UNROLL
-    for (int i = 0; i < nr; i++) {
-        wr[i] = s->w + (r + i) * s->w_ld;
-        LLM_UNROLL
-        for (int j = 0; j < nt; j++) {
-            acc[i][j] = _mm256_setzero_ps();
-        }
-    }
-
-    LLM_UNROLL
-    for (int j = 0; j < nt; j++) {
-        xt[j] = s->x + (t + j) * s->x_ld;
-    }
-
-    for (int64_t k = 0; k < s->k; k += 8) {
-        LLM_UNROLL
-        for (int i = 0; i < nr; i++) {
-            w[i] = _mm256_loadu_ps(wr[i] + k);
-        }
-
-        LLM_UNROLL
-        for (int j = 0; j < nt; j++) {
-            __m256  a = _mm256_loadu_ps(xt[j] + k);
-
-            LLM_UNROLL
-            for (int i = 0; i < nr; i++) {
-                acc[i][j] = _mm256_fmadd_ps(w[i], a, acc[i][j]);
-            }
-        }
-    }
-
-    LLM_UNROLL
-    for (int j = 0; j < nt; j++) {
-        float  *o = s->out + (t + j) * s->ld + r;
-
-        LLM_UNROLL
-        for (int i = 0; i < nr; i++) {
-            o[i] = s->accumulate ? o[i] + llm_hsum(acc[i][j])
-                                 : llm_hsum(acc[i][j]);
-        }
-    }
-}
-
-
-static void
-llm_avx2_sgemm(const llm_sgemm_t *s)
-{
-    int  nr, nt;
-
-    if (s->k % 8 != 0) {
-        llm_cpu_scalar.sgemm(s);
-        return;
-    }
-
-    for (int64_t t = 0; t < s->n_tok; t += 4) {
-        nt = s->n_tok - t < 4 ? (int) (s->n_tok - t) : 4;
-
-        for (int64_t r = 0; r < s->n_rows; r += 3) {
-            nr = s->n_rows - r < 3 ? (int) (s->n_rows - r) : 3;
-
-            switch (nr * 4 + nt) {
-
-#define LLM_SGEMM_CASE(NR, NT)                                              \
-            case NR * 4 + NT:                                               \
-                llm_sgemm_tile(s, r, t, NR, NT);                            \
-                break;
-
-            LLM_SGEMM_CASE(1, 1) LLM_SGEMM_CASE(1, 2) LLM_SGEMM_CASE(1, 3)
-            LLM_SGEMM_CASE(1, 4) LLM_SGEMM_CASE(2, 1) LLM_SGEMM_CASE(2, 2)
-            LLM_SGEMM_CASE(2, 3) LLM_SGEMM_CASE(2, 4) LLM_SGEMM_CASE(3, 1)
-            LLM_SGEMM_CASE(3, 2) LLM_SGEMM_CASE(3, 3) LLM_SGEMM_CASE(3, 4)
-            }
-        }
-    }
-}
-
-
-/* ---- dequantizing a row for the f32 tiles ---- */
-
-/* y[0..32) = d * q + m for 32 bytes (signed or not) in q; the second
- * 16 take d2 and m2 (Q6_K's sub-blocks are 16 long) */
-LLM_INLINE void
-llm_widen32_2(const uint8_t *q, int is_signed, __m256 d, __m256 m,
-    __m256 d2, __m256 m2, float *y)
-{
-    __m256i  v;
-
-    LLM_UNROLL
-    for (int i = 0; i < 4; i++) {
-        __m128i  b = _mm_loadl_epi64((const __m128i *) (q + 8 * i));
-
-        v = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
-        _mm256_storeu_ps(y + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(v),
-                                                    i < 2 ? d : d2,
-                                                    i < 2 ? m : m2));
-    }
-}
-
-
-LLM_INLINE void
-llm_widen32(const uint8_t *q, int is_signed, __m256 d, __m256 m, float *y)
-{
-    llm_widen32_2(q, is_signed, d, m, d, m, y);
-}
-
-
-static int
-llm_avx2_dequant(uint32_t type, const void *row, float *y, int64_t n)
-{
-    uint8_t         tmp[64], s[8], m[8];
-    const uint8_t  *b;
-
-    b = row;
-
-    switch (type) {
-    case LLM_TYPE_F16:
-        if (n % 8 != 0) {
-            break;
-        }
-        for (int64_t i = 0; i < n; i += 8) {
-            _mm256_storeu_ps(y + i, llm_load_f16(b, i));
-        }
-        return LLM_OK;
-
-    case LLM_TYPE_BF16:
-        if (n % 8 != 0) {
-            break;
-        }
-        for (int64_t i = 0; i < n; i += 8) {
-            _mm256_storeu_ps(y + i, llm_load_bf16(b, i));
-        }
-        return LLM_OK;
-
-    case LLM_TYPE_Q8_0:
-        for (int64_t i = 0; i < n; i += LLM_QK, b += 34) {
-            llm_widen32(b + 2, 1, llm_half8(b), _mm256_setzero_ps(), y + i);
-        }
-        return LLM_OK;
-
-    case LLM_TYPE_Q4_0:
-        for (int64_t i = 0; i < n; i += LLM_QK, b += 18) {
-            __m256  d = llm_half8(b);
-
-            _mm256_storeu_si256((__m256i *) tmp, llm_nibbles16(b + 2));
-            llm_widen32(tmp, 0, d, _mm256_mul_ps(d, _mm256_set1_ps(-8.0f)),
-                        y + i);
-        }
-        return LLM_OK;
-
-    case LLM_TYPE_Q4_K:
-    case LLM_TYPE_Q5_K:
-        for (int64_t i = 0; i < n; i += LLM_QK_K) {
-            int             q5 = type == LLM_TYPE_Q5_K;
-            float           d, dmin;
-            const uint8_t  *qh = b + 16, *qs = b + (q5 ? 48 : 16);
-
-            llm_cpu_scales_k4(b + 4, s, m);
-            d = llm_cpu_half(b);
-            dmin = llm_cpu_half(b + 2);
-
-            for (int k = 0; k < 4; k++) {
-                __m256i  q, lo, hi;
-
-                q = _mm256_loadu_si256((const __m256i *) (qs + 32 * k));
-                lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
-                hi = _mm256_and_si256(_mm256_srli_epi16(q, 4),
-                                      _mm256_set1_epi8(0x0f));
-
-                if (q5) {
-                    __m256i  h, bl, bh;
-
-                    h = _mm256_loadu_si256((const __m256i *) qh);
-                    bl = _mm256_set1_epi8((char) (1 << (2 * k)));
-                    bh = _mm256_set1_epi8((char) (2 << (2 * k)));
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(
-                             _mm256_cmpeq_epi8(_mm256_and_si256(h, bl), bl),
-                             _mm256_set1_epi8(16)));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(
-                             _mm256_cmpeq_epi8(_mm256_and_si256(h, bh), bh),
-                             _mm256_set1_epi8(16)));
-                }
-
-                _mm256_storeu_si256((__m256i *) tmp, lo);
-                _mm256_storeu_si256((__m256i *) (tmp + 32), hi);
-                llm_widen32(tmp, 0, _mm256_set1_ps(d * s[2 * k]),
-                            _mm256_set1_ps(-dmin * m[2 * k]),
-                            y + i + 64 * k);
-                llm_widen32(tmp + 32, 0, _mm256_set1_ps(d * s[2 * k + 1]),
-                            _mm256_set1_ps(-dmin * m[2 * k + 1]),
-                            y + i + 64 * k + 32);
-            }
-
-            b += q5 ? 176 : 144;
-        }
-        return LLM_OK;
-
-    case LLM_TYPE_Q6_K:
-        for (int64_t i = 0; i < n; i += LLM_QK_K, b += 210) {
-            float          d = llm_cpu_half(b + 208);
-            const int8_t  *sc = (const int8_t *) (b + 192);
-            __m256i        m4 = _mm256_set1_epi8(0x0f);
-            __m256i        m2 = _mm256_set1_epi8(0x03);
-
-            for (int half = 0; half < 2; half++) {
-                const uint8_t  *ql = b + 64 * half;
-                __m256i         l0, l1, h, q[4];
-
-                l0 = _mm256_loadu_si256((const __m256i *) ql);
-                l1 = _mm256_loadu_si256((const __m256i *) (ql + 32));
-                h = _mm256_loadu_si256((const __m256i *) (b + 128
-                                                          + 32 * half));
-
-                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                           _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
-                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                           _mm256_slli_epi16(_mm256_and_si256(
-                               _mm256_srli_epi16(h, 2), m2), 4));
-                q[2] = _mm256_or_si256(
-                           _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                           _mm256_slli_epi16(_mm256_and_si256(
-                               _mm256_srli_epi16(h, 4), m2), 4));
-                q[3] = _mm256_or_si256(
-                           _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                           _mm256_slli_epi16(_mm256_and_si256(
-                               _mm256_srli_epi16(h, 6), m2), 4));
-
-                for (int k = 0; k < 4; k++) {
-                    float  *yk = y + i + 128 * half + 32 * k;
-                    int     g = 8 * half + 2 * k;
-                    float   d0 = d * sc[g], d1 = d * sc[g + 1];
-
-                    _mm256_storeu_si256((__m256i *) tmp, q[k]);
-                    llm_widen32_2(tmp, 0, _mm256_set1_ps(d0),
-                                  _mm256_set1_ps(-32.0f * d0),
-                                  _mm256_set1_ps(d1),
-                                  _mm256_set1_ps(-32.0f * d1), yk);
-                }
-            }
-        }
-        return LLM_OK;
-
-    default:
-        break;
-    }
-
-    return llm_dequant_row(type, row, y, n);
 }
 
 

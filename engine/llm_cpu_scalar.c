@@ -24,7 +24,6 @@ static void llm_gemm_q5_k(const llm_gemm_t *g);
 static void llm_gemm_q6_k(const llm_gemm_t *g);
 static void llm_quant_q8(const float *x, llm_q8_block_t *y, int64_t n);
 static void llm_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n);
-static void llm_sgemm(const llm_sgemm_t *s);
 
 
 const llm_cpu_kernels_t  llm_cpu_scalar = {
@@ -39,8 +38,6 @@ const llm_cpu_kernels_t  llm_cpu_scalar = {
     llm_gemm_q6_k,
     llm_quant_q8,
     llm_quant_q8k,
-    llm_sgemm,
-    llm_dequant_row,
     0
 };
 
@@ -57,309 +54,380 @@ llm_cpu_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *m)
 }
 
 
-/* the loops every kernel here shares: out[t][r] = dot(row r, token t) */
-#define LLM_GEMM_LOOP(g, dot)                                               \
-    for (int64_t t = 0; t < (g)->n_tok; t++) {                              \
-        const uint8_t  *a_ = (g)->a + (size_t) t * (g)->a_stride;           \
-        float          *o_ = (g)->out + t * (g)->ld;                        \
+/*
+ * Each kernel walks tiles of one weight row by up to LLM_NT tokens: a
+ * weight block is read and unpacked once per tile and used for every
+ * token in it.  A token alone is the tile of one token, through the
+ * same code: each output is the same sequence of operations whatever
+ * the tile, so a token's result does not depend on its batch.
+ */
+
+#define LLM_NT  8
+
+#define LLM_SCALAR_TILES(g, TILE)                                           \
+    for (int64_t t_ = 0; t_ < (g)->n_tok; t_ += LLM_NT) {                   \
+        int  nt_ = (g)->n_tok - t_ < LLM_NT ? (int) ((g)->n_tok - t_)       \
+                                            : LLM_NT;                       \
                                                                             \
-        for (int64_t r = 0; r < (g)->n_rows; r++) {                         \
-            o_[r] = dot((g)->w + (size_t) r * (g)->row_bytes, a_,           \
-                        (g)->n_cols);                                       \
+        for (int64_t r_ = 0; r_ < (g)->n_rows; r_++) {                      \
+            TILE(g, r_, t_, nt_);                                           \
         }                                                                   \
     }
 
 
-static float
-llm_dot_f32(const uint8_t *w, const uint8_t *a, int64_t n)
+static void
+llm_tile_init(const llm_gemm_t *g, int64_t t, int nt, const uint8_t **x,
+    float *sum)
 {
-    float         sum;
-    const float  *x;
-
-    x = (const float *) a;
-    sum = 0.0f;
-
-    for (int64_t i = 0; i < n; i++) {
-        float  v;
-
-        memcpy(&v, w + 4 * i, 4);
-        sum += v * x[i];
+    for (int j = 0; j < nt; j++) {
+        x[j] = g->a + (size_t) (t + j) * g->a_stride;
+        sum[j] = 0.0f;
     }
+}
 
-    return sum;
+
+static void
+llm_tile_store(const llm_gemm_t *g, int64_t r, int64_t t, int nt,
+    const float *sum)
+{
+    for (int j = 0; j < nt; j++) {
+        g->out[(t + j) * g->ld + r] = sum[j];
+    }
+}
+
+
+/* ---- f32, f16, bf16: float products, one column at a time ---- */
+
+#define LLM_FLOAT_TILE(NAME, WEIGHT)                                        \
+static void                                                                 \
+NAME(const llm_gemm_t *g, int64_t r, int64_t t, int nt)                     \
+{                                                                           \
+    float           sum[LLM_NT], v;                                         \
+    const uint8_t  *w, *x[LLM_NT];                                          \
+                                                                            \
+    w = g->w + (size_t) r * g->row_bytes;                                   \
+    llm_tile_init(g, t, nt, x, sum);                                        \
+                                                                            \
+    for (int64_t i = 0; i < g->n_cols; i++) {                               \
+        v = WEIGHT(w, i);                                                   \
+                                                                            \
+        for (int j = 0; j < nt; j++) {                                      \
+            sum[j] += v * ((const float *) x[j])[i];                        \
+        }                                                                   \
+    }                                                                       \
+                                                                            \
+    llm_tile_store(g, r, t, nt, sum);                                       \
 }
 
 
 static float
-llm_dot_f16(const uint8_t *w, const uint8_t *a, int64_t n)
+llm_weight_f32(const uint8_t *w, int64_t i)
 {
-    float         sum;
-    const float  *x;
+    float  v;
 
-    x = (const float *) a;
-    sum = 0.0f;
+    memcpy(&v, w + 4 * i, 4);
 
-    for (int64_t i = 0; i < n; i++) {
-        sum += llm_cpu_half(w + 2 * i) * x[i];
-    }
-
-    return sum;
+    return v;
 }
 
 
 static float
-llm_dot_bf16(const uint8_t *w, const uint8_t *a, int64_t n)
+llm_weight_f16(const uint8_t *w, int64_t i)
 {
-    float         sum, v;
-    uint32_t      bits;
-    const float  *x;
-
-    x = (const float *) a;
-    sum = 0.0f;
-
-    for (int64_t i = 0; i < n; i++) {
-        bits = (uint32_t) (w[2 * i] | w[2 * i + 1] << 8) << 16;
-        memcpy(&v, &bits, 4);
-        sum += v * x[i];
-    }
-
-    return sum;
+    return llm_cpu_half(w + 2 * i);
 }
 
 
 static float
-llm_dot_q8_0(const uint8_t *w, const uint8_t *a, int64_t n)
+llm_weight_bf16(const uint8_t *w, int64_t i)
 {
-    float                  sum;
+    float     v;
+    uint32_t  bits;
+
+    bits = (uint32_t) (w[2 * i] | w[2 * i + 1] << 8) << 16;
+    memcpy(&v, &bits, 4);
+
+    return v;
+}
+
+
+LLM_FLOAT_TILE(llm_tile_f32, llm_weight_f32)
+LLM_FLOAT_TILE(llm_tile_f16, llm_weight_f16)
+LLM_FLOAT_TILE(llm_tile_bf16, llm_weight_bf16)
+
+
+/* ---- Q8_0 and Q4_0 against llm_q8_block_t ---- */
+
+/* per block: the integer dot product, scaled by dw * dx */
+static void
+llm_tile_q8_0(const llm_gemm_t *g, int64_t r, int64_t t, int nt)
+{
+    float                  sum[LLM_NT], dw;
     int32_t                isum;
-    const llm_q8_block_t  *x;
+    const int8_t          *q;
+    const uint8_t         *w, *x[LLM_NT];
+    const llm_q8_block_t  *xb;
 
-    x = (const llm_q8_block_t *) a;
-    sum = 0.0f;
+    w = g->w + (size_t) r * g->row_bytes;
+    llm_tile_init(g, t, nt, x, sum);
 
-    for (int64_t b = 0; b < n / LLM_QK; b++, w += 34) {
-        isum = 0;
-        for (int j = 0; j < LLM_QK; j++) {
-            isum += (int8_t) w[2 + j] * x[b].q[j];
+    for (int64_t b = 0; b < g->n_cols / LLM_QK; b++, w += 34) {
+        dw = llm_cpu_half(w);
+        q = (const int8_t *) (w + 2);
+
+        for (int j = 0; j < nt; j++) {
+            xb = (const llm_q8_block_t *) x[j] + b;
+            isum = 0;
+
+            for (int l = 0; l < LLM_QK; l++) {
+                isum += q[l] * xb->q[l];
+            }
+
+            sum[j] += dw * xb->d * (float) isum;
+        }
+    }
+
+    llm_tile_store(g, r, t, nt, sum);
+}
+
+
+/* the nibbles as they are, then 8 times the sum of x off */
+static void
+llm_tile_q4_0(const llm_gemm_t *g, int64_t r, int64_t t, int nt)
+{
+    float                  sum[LLM_NT], dw;
+    int32_t                isum;
+    uint8_t                u[LLM_QK];
+    const uint8_t         *w, *x[LLM_NT];
+    const llm_q8_block_t  *xb;
+
+    w = g->w + (size_t) r * g->row_bytes;
+    llm_tile_init(g, t, nt, x, sum);
+
+    for (int64_t b = 0; b < g->n_cols / LLM_QK; b++, w += 18) {
+        dw = llm_cpu_half(w);
+
+        for (int l = 0; l < LLM_QK / 2; l++) {
+            u[l] = w[2 + l] & 0x0f;
+            u[l + 16] = w[2 + l] >> 4;
         }
 
-        sum += llm_cpu_half(w) * x[b].d * (float) isum;
-    }
+        for (int j = 0; j < nt; j++) {
+            xb = (const llm_q8_block_t *) x[j] + b;
+            isum = 0;
 
-    return sum;
-}
+            for (int l = 0; l < LLM_QK; l++) {
+                isum += u[l] * xb->q[l];
+            }
 
-
-static float
-llm_dot_q4_0(const uint8_t *w, const uint8_t *a, int64_t n)
-{
-    float                  sum;
-    int32_t                isum;
-    const llm_q8_block_t  *x;
-
-    x = (const llm_q8_block_t *) a;
-    sum = 0.0f;
-
-    for (int64_t b = 0; b < n / LLM_QK; b++, w += 18) {
-        isum = 0;
-        for (int j = 0; j < LLM_QK / 2; j++) {
-            isum += (w[2 + j] & 0x0f) * x[b].q[j];
-            isum += (w[2 + j] >> 4) * x[b].q[j + 16];
+            isum -= 8 * xb->sum;
+            sum[j] += dw * xb->d * (float) isum;
         }
-
-        isum -= 8 * x[b].sum;
-        sum += llm_cpu_half(w) * x[b].d * (float) isum;
     }
 
-    return sum;
+    llm_tile_store(g, r, t, nt, sum);
 }
 
 
-/* Q4_K and Q5_K: 8 sub-blocks of 32 with a scale and a min each;
- * hmask selects Q5_K's fifth bits (NULL for Q4_K) */
-static float
-llm_dot_k45(const uint8_t *w, const uint8_t *qh, const uint8_t *qs,
-    const llm_q8k_block_t *x)
+/* ---- k-quants against llm_q8k_block_t, a 256-block unpacked once ---- */
+
+/*
+ * Q4_K and Q5_K: 8 sub-blocks of 32 with a 6-bit scale and min each;
+ * element 64j + l is the low nibble of qs[32j + l], 64j + 32 + l the
+ * high one, and Q5_K's fifth bit of sub-block s is bit s of qh[l]
+ * (qh NULL for Q4_K).
+ */
+static void
+llm_unpack_k45(const uint8_t *qh, const uint8_t *qs, uint8_t *u)
 {
-    int32_t        isum, msum, s;
-    uint8_t        sc[8], m[8];
-    const int8_t  *q8;
-
-    llm_cpu_scales_k4(w + 4, sc, m);
-
-    isum = 0;
-    msum = 0;
-    q8 = x->q;
-
     for (int j = 0; j < 4; j++) {
-        int32_t  lo = 0, hi = 0;
-
         for (int l = 0; l < 32; l++) {
-            int  v0 = qs[l] & 0x0f, v1 = qs[l] >> 4;
+            u[64 * j + l] = qs[32 * j + l] & 0x0f;
+            u[64 * j + 32 + l] = qs[32 * j + l] >> 4;
 
             if (qh != NULL) {
-                v0 += ((qh[l] >> (2 * j)) & 1) << 4;
-                v1 += ((qh[l] >> (2 * j + 1)) & 1) << 4;
+                u[64 * j + l] |= ((qh[l] >> (2 * j)) & 1) << 4;
+                u[64 * j + 32 + l] |= ((qh[l] >> (2 * j + 1)) & 1) << 4;
+            }
+        }
+    }
+}
+
+
+static void
+llm_tile_k45(const llm_gemm_t *g, int64_t r, int64_t t, int nt, int q5)
+{
+    float                   sum[LLM_NT], d, dmin;
+    int32_t                 isum, msum, s;
+    uint8_t                 u[LLM_QK_K], sc[8], m[8];
+    size_t                  bytes;
+    const uint8_t          *w, *x[LLM_NT];
+    const llm_q8k_block_t  *xb;
+
+    bytes = q5 ? 176 : 144;
+    w = g->w + (size_t) r * g->row_bytes;
+    llm_tile_init(g, t, nt, x, sum);
+
+    for (int64_t b = 0; b < g->n_cols / LLM_QK_K; b++, w += bytes) {
+        d = llm_cpu_half(w);
+        dmin = llm_cpu_half(w + 2);
+        llm_cpu_scales_k4(w + 4, sc, m);
+        llm_unpack_k45(q5 ? w + 16 : NULL, w + (q5 ? 48 : 16), u);
+
+        for (int j = 0; j < nt; j++) {
+            xb = (const llm_q8k_block_t *) x[j] + b;
+            isum = 0;
+            msum = 0;
+
+            for (int k = 0; k < 8; k++) {
+                s = 0;
+                for (int l = 0; l < 32; l++) {
+                    s += u[32 * k + l] * xb->q[32 * k + l];
+                }
+
+                isum += sc[k] * s;
+                msum += m[k] * (xb->bsums[2 * k] + xb->bsums[2 * k + 1]);
             }
 
-            lo += v0 * q8[l];
-            hi += v1 * q8[l + 32];
+            sum[j] += xb->d * (d * (float) isum - dmin * (float) msum);
+        }
+    }
+
+    llm_tile_store(g, r, t, nt, sum);
+}
+
+
+static void
+llm_tile_q4_k(const llm_gemm_t *g, int64_t r, int64_t t, int nt)
+{
+    llm_tile_k45(g, r, t, nt, 0);
+}
+
+
+static void
+llm_tile_q5_k(const llm_gemm_t *g, int64_t r, int64_t t, int nt)
+{
+    llm_tile_k45(g, r, t, nt, 1);
+}
+
+
+/*
+ * Q6_K: 16 sub-blocks of 16 with signed 8-bit scales; values q in
+ * 0..63 stand for q - 32, which comes off as 32 times the input's sums
+ * of 16 (bsums).  Each half of 128 elements: 64 bytes of ql (low
+ * nibbles of elements l and l + 32, high ones of l + 64 and l + 96)
+ * and 32 of qh (their top 2 bits, in that order).
+ */
+static void
+llm_unpack_q6_k(const uint8_t *ql, const uint8_t *qh, uint8_t *u)
+{
+    for (int half = 0; half < 2; half++) {
+        for (int l = 0; l < 32; l++) {
+            u[l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+            u[l + 32] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+            u[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            u[l + 96] = (ql[l + 32] >> 4) | ((qh[l] >> 6) << 4);
         }
 
-        isum += sc[2 * j] * lo + sc[2 * j + 1] * hi;
-        qs += 32;
-        q8 += 64;
+        u += 128;
+        ql += 64;
+        qh += 32;
     }
-
-    for (int j = 0; j < 8; j++) {
-        s = x->bsums[2 * j] + x->bsums[2 * j + 1];
-        msum += m[j] * s;
-    }
-
-    return x->d * (llm_cpu_half(w) * (float) isum
-                   - llm_cpu_half(w + 2) * (float) msum);
 }
 
 
-static float
-llm_dot_q4_k(const uint8_t *w, const uint8_t *a, int64_t n)
+static void
+llm_tile_q6_k(const llm_gemm_t *g, int64_t r, int64_t t, int nt)
 {
-    float                   sum;
-    const llm_q8k_block_t  *x;
+    float                   sum[LLM_NT], d;
+    int32_t                 isum, s;
+    uint8_t                 u[LLM_QK_K];
+    const int8_t           *sc;
+    const uint8_t          *w, *x[LLM_NT];
+    const llm_q8k_block_t  *xb;
 
-    x = (const llm_q8k_block_t *) a;
-    sum = 0.0f;
+    w = g->w + (size_t) r * g->row_bytes;
+    llm_tile_init(g, t, nt, x, sum);
 
-    for (int64_t b = 0; b < n / LLM_QK_K; b++, w += 144) {
-        sum += llm_dot_k45(w, NULL, w + 16, &x[b]);
-    }
-
-    return sum;
-}
-
-
-static float
-llm_dot_q5_k(const uint8_t *w, const uint8_t *a, int64_t n)
-{
-    float                   sum;
-    const llm_q8k_block_t  *x;
-
-    x = (const llm_q8k_block_t *) a;
-    sum = 0.0f;
-
-    for (int64_t b = 0; b < n / LLM_QK_K; b++, w += 176) {
-        sum += llm_dot_k45(w, w + 16, w + 48, &x[b]);
-    }
-
-    return sum;
-}
-
-
-/* 16 sub-blocks of 16 with signed scales; values are q - 32 */
-static float
-llm_dot_q6_k(const uint8_t *w, const uint8_t *a, int64_t n)
-{
-    float                   sum;
-    int32_t                 isum, sub[8];
-    const int8_t           *sc, *q8;
-    const uint8_t          *ql, *qh;
-    const llm_q8k_block_t  *x;
-
-    x = (const llm_q8k_block_t *) a;
-    sum = 0.0f;
-
-    for (int64_t b = 0; b < n / LLM_QK_K; b++, w += 210) {
-        ql = w;
-        qh = w + 128;
+    for (int64_t b = 0; b < g->n_cols / LLM_QK_K; b++, w += 210) {
+        d = llm_cpu_half(w + 208);
         sc = (const int8_t *) (w + 192);
-        q8 = x[b].q;
-        isum = 0;
+        llm_unpack_q6_k(w, w + 128, u);
 
-        for (int half = 0; half < 2; half++) {
-            memset(sub, 0, sizeof(sub));
+        for (int j = 0; j < nt; j++) {
+            xb = (const llm_q8k_block_t *) x[j] + b;
+            isum = 0;
 
-            for (int l = 0; l < 32; l++) {
-                int  is = l / 16;
+            for (int k = 0; k < 16; k++) {
+                s = 0;
+                for (int l = 0; l < 16; l++) {
+                    s += u[16 * k + l] * xb->q[16 * k + l];
+                }
 
-                sub[is] += ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) * q8[l];
-                sub[is + 2] += ((ql[l + 32] & 0x0f)
-                                | (((qh[l] >> 2) & 3) << 4)) * q8[l + 32];
-                sub[is + 4] += ((ql[l] >> 4)
-                                | (((qh[l] >> 4) & 3) << 4)) * q8[l + 64];
-                sub[is + 6] += ((ql[l + 32] >> 4)
-                                | ((qh[l] >> 6) << 4)) * q8[l + 96];
+                isum += sc[k] * (s - 32 * xb->bsums[k]);
             }
 
-            for (int i = 0; i < 8; i++) {
-                isum += sc[i] * (sub[i] - 32 * x[b].bsums[8 * half + i]);
-            }
-
-            ql += 64;
-            qh += 32;
-            sc += 8;
-            q8 += 128;
+            sum[j] += d * xb->d * (float) isum;
         }
-
-        sum += llm_cpu_half(w + 208) * x[b].d * (float) isum;
     }
 
-    return sum;
+    llm_tile_store(g, r, t, nt, sum);
 }
 
 
 static void
 llm_gemm_f32(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_f32)
+    LLM_SCALAR_TILES(g, llm_tile_f32)
 }
 
 
 static void
 llm_gemm_f16(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_f16)
+    LLM_SCALAR_TILES(g, llm_tile_f16)
 }
 
 
 static void
 llm_gemm_bf16(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_bf16)
+    LLM_SCALAR_TILES(g, llm_tile_bf16)
 }
 
 
 static void
 llm_gemm_q8_0(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_q8_0)
+    LLM_SCALAR_TILES(g, llm_tile_q8_0)
 }
 
 
 static void
 llm_gemm_q4_0(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_q4_0)
+    LLM_SCALAR_TILES(g, llm_tile_q4_0)
 }
 
 
 static void
 llm_gemm_q4_k(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_q4_k)
+    LLM_SCALAR_TILES(g, llm_tile_q4_k)
 }
 
 
 static void
 llm_gemm_q5_k(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_q5_k)
+    LLM_SCALAR_TILES(g, llm_tile_q5_k)
 }
 
 
 static void
 llm_gemm_q6_k(const llm_gemm_t *g)
 {
-    LLM_GEMM_LOOP(g, llm_dot_q6_k)
+    LLM_SCALAR_TILES(g, llm_tile_q6_k)
 }
 
 
@@ -420,33 +488,5 @@ llm_quant_q8k(const float *x, llm_q8k_block_t *y, int64_t n)
         }
 
         y[b].d = d;
-    }
-}
-
-
-static void
-llm_sgemm(const llm_sgemm_t *s)
-{
-    float         sum;
-    const float  *w, *x;
-
-    for (int64_t t = 0; t < s->n_tok; t++) {
-        x = s->x + t * s->x_ld;
-
-        for (int64_t r = 0; r < s->n_rows; r++) {
-            w = s->w + r * s->w_ld;
-            sum = 0.0f;
-
-            for (int64_t i = 0; i < s->k; i++) {
-                sum += w[i] * x[i];
-            }
-
-            if (s->accumulate) {
-                s->out[t * s->ld + r] += sum;
-
-            } else {
-                s->out[t * s->ld + r] = sum;
-            }
-        }
     }
 }

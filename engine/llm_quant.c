@@ -21,6 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "llm_cpu.h"
 #include "llm_gguf.h"
 #include "llm_quant.h"
@@ -615,49 +619,36 @@ llm_block_q6_k(const uint8_t *b, float *y)
 
 
 /*
- * llm_matmul(): the input is prepared once, then row slices go to the
- * thread pool.  Up to LLM_DEQ_MIN_TOK tokens, the kernels multiply the
- * stored blocks by 8-bit inputs.  From there on, each slice of
- * LLM_DEQ_ROWS rows is dequantized to f32 once, LLM_DEQ_COLS columns at
- * a time, into its thread's tile, and multiplied by the f32 inputs (the
- * f16- or bf16-rounded ones for those types), which on the AVX2 CPUs
- * this was tuned on runs faster than the 8-bit products.
- *
- * That path is off (LLM_DEQ_MIN_TOK is out of reach): a token's result
- * must not depend on how many other tokens share its step, or the
- * scheduler's batching would change what a request generates (the same
- * seed must give the same tokens under any load, and t/unit/test_batch.c
- * checks it).  It can come back once its arithmetic per row is the 8-bit
- * one, tiled over tokens.
+ * llm_matmul(): the input is prepared once (rounded to the weights'
+ * activation format), then slices of rows go to the thread pool, where
+ * the kernels multiply them by every token, tiles of rows by tokens at
+ * a time (llm_cpu_avx2.c).  A token's result is computed by the same
+ * operations in the same order whatever the number of tokens and the
+ * tile it falls in: the scheduler's batching must not change what a
+ * request generates (the same seed gives the same tokens under any
+ * load), which t/unit/test_matmul.c and t/unit/test_batch.c check bit
+ * for bit.
  */
 
-#define LLM_DEQ_MIN_TOK  ((int64_t) 1 << 40)
-#define LLM_DEQ_ROWS     24
-#define LLM_DEQ_COLS     1024
-#define LLM_DEQ_TILE     (LLM_DEQ_ROWS * LLM_DEQ_COLS * sizeof(float))
+#define LLM_MATMUL_TASK_MACS  (1 << 16)  /* the least multiply-adds of a
+                                          * task: a few microseconds, so
+                                          * that a small model's matmuls
+                                          * do not wake the pool */
 
 
 typedef struct {
-    llm_gemm_pt               gemm;
-    llm_gemm_t                g;        /* all rows; tasks take slices */
-    int64_t                   rows;     /* per task */
-
-    /* the f32 path */
-    const llm_cpu_kernels_t  *k;
-    uint32_t                  type;
-    const float              *x;        /* (n_tok, n_cols) */
-    uint8_t                  *tiles;    /* LLM_DEQ_TILE per thread */
+    llm_gemm_pt   gemm;
+    llm_gemm_t    g;        /* all rows; tasks take slices */
+    int64_t       rows;     /* per task */
 } llm_matmul_job_t;
 
 
 static int llm_cpu_detect(void);
 static void llm_matmul_init(void);
+static void llm_matmul_run(const llm_cpu_kernels_t *k, llm_gemm_pt gemm,
+    size_t stride, float *out, const float *x, int64_t n_tok, const void *w,
+    uint32_t type, int64_t n_rows, int64_t n_cols);
 static void llm_matmul_task(void *arg, int64_t task, int thread);
-static void llm_matmul_deq(llm_matmul_job_t *job,
-    const llm_cpu_kernels_t *k, float *out, const float *x, int64_t n_tok,
-    const void *w, uint32_t type, int64_t n_rows, int64_t n_cols,
-    int n_threads);
-static void llm_matmul_deq_task(void *arg, int64_t task, int thread);
 static int llm_matmul_grow(size_t size);
 static void llm_matmul_pair_q8(llm_q8_block_t *x, int64_t nb);
 static void llm_matmul_slow(float *out, const float *x, int64_t n_tok,
@@ -714,19 +705,25 @@ static int
 llm_cpu_detect(void)
 {
 #if defined(__x86_64__)
+    int       f16c;
+    unsigned  a, b, c, d;
+
     __builtin_cpu_init();
+
+    /* clang's __builtin_cpu_supports() does not know "f16c" */
+    f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl")
         && __builtin_cpu_supports("avx512dq")
-        && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        && __builtin_cpu_supports("fma") && f16c)
     {
         return __builtin_cpu_supports("avx512vnni") ? LLM_CPU_AVX512_VNNI
                                                     : LLM_CPU_AVX512;
     }
 
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-        && __builtin_cpu_supports("f16c"))
+        && f16c)
     {
         return LLM_CPU_AVX2;
     }
@@ -799,9 +796,6 @@ llm_matmul_reserve(int64_t n_tok, int64_t n_cols, llm_err_t *err)
                            (long long) n_cols);
     }
 
-    size = (size + 63) & ~(size_t) 63;
-    size += (size_t) llm_threads_count() * LLM_DEQ_TILE;
-
     pthread_mutex_lock(&llm_matmul_lock);
     rc = llm_matmul_grow(size);
     pthread_mutex_unlock(&llm_matmul_lock);
@@ -843,56 +837,58 @@ void
 llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
     uint32_t type, int64_t n_rows, int64_t n_cols)
 {
-    int                       n_threads, deq;
-    size_t                    stride, need;
-    int64_t                   rows, n_tasks, per_task;
-    uint8_t                  *buf;
-    llm_matmul_job_t          job;
+    size_t                    stride;
+    int64_t                   chunk, n;
+    llm_gemm_pt               gemm;
     const llm_cpu_kernels_t  *k;
 
     if (n_tok <= 0 || n_rows <= 0) {
         return;
     }
 
+    if (n_cols <= 0) {
+        memset(out, 0, (size_t) (n_tok * n_rows) * sizeof(float));
+        return;
+    }
+
     pthread_once(&llm_matmul_once, llm_matmul_init);
-    n_threads = llm_threads_count();
     pthread_mutex_lock(&llm_matmul_lock);
 
     k = llm_cpu;
-    memset(&job, 0, sizeof(job));
-    deq = n_tok >= LLM_DEQ_MIN_TOK;
 
+    /* stride: the bytes of a token's prepared input, 0 for the f32
+     * input as it is */
     switch (type) {
     case LLM_TYPE_F32:
-        job.gemm = k->f32;
+        gemm = k->f32;
         stride = 0;
         break;
     case LLM_TYPE_F16:
-        job.gemm = k->f16;
+        gemm = k->f16;
         stride = (size_t) n_cols * sizeof(float);
         break;
     case LLM_TYPE_BF16:
-        job.gemm = k->bf16;
+        gemm = k->bf16;
         stride = (size_t) n_cols * sizeof(float);
         break;
     case LLM_TYPE_Q8_0:
-        job.gemm = k->q8_0;
+        gemm = k->q8_0;
         stride = (size_t) (n_cols / LLM_QK) * sizeof(llm_q8_block_t);
         break;
     case LLM_TYPE_Q4_0:
-        job.gemm = k->q4_0;
+        gemm = k->q4_0;
         stride = (size_t) (n_cols / LLM_QK) * sizeof(llm_q8_block_t);
         break;
     case LLM_TYPE_Q4_K:
-        job.gemm = k->q4_k;
+        gemm = k->q4_k;
         stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
         break;
     case LLM_TYPE_Q5_K:
-        job.gemm = k->q5_k;
+        gemm = k->q5_k;
         stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
         break;
     case LLM_TYPE_Q6_K:
-        job.gemm = k->q6_k;
+        gemm = k->q6_k;
         stride = (size_t) (n_cols / LLM_QK_K) * sizeof(llm_q8k_block_t);
         break;
     default:
@@ -901,25 +897,48 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
         return;
     }
 
-    if (deq) {
-        llm_matmul_deq(&job, k, out, x, n_tok, w, type, n_rows, n_cols,
-                       n_threads);
-        return;
+    /*
+     * Past the reserved scratch and with no memory to grow it, as many
+     * tokens at a time as it holds: the same arithmetic per token.
+     */
+    chunk = n_tok;
+
+    if (stride != 0 && llm_matmul_grow(stride * (size_t) n_tok) != LLM_OK) {
+        if (llm_matmul_grow(stride) != LLM_OK) {
+            pthread_mutex_unlock(&llm_matmul_lock);
+            llm_matmul_slow(out, x, n_tok, w, type, n_rows, n_cols);
+            return;
+        }
+
+        chunk = (int64_t) (llm_matmul_size / stride);
     }
+
+    for (int64_t t = 0; t < n_tok; t += chunk) {
+        n = n_tok - t < chunk ? n_tok - t : chunk;
+        llm_matmul_run(k, gemm, stride, out + t * n_rows, x + t * n_cols, n,
+                       w, type, n_rows, n_cols);
+    }
+
+    pthread_mutex_unlock(&llm_matmul_lock);
+}
+
+
+/* under the lock: n_tok tokens whose prepared input fits the scratch */
+static void
+llm_matmul_run(const llm_cpu_kernels_t *k, llm_gemm_pt gemm, size_t stride,
+    float *out, const float *x, int64_t n_tok, const void *w, uint32_t type,
+    int64_t n_rows, int64_t n_cols)
+{
+    int               n_threads;
+    int64_t           rows, n_tasks, per_task;
+    uint8_t          *buf;
+    llm_matmul_job_t  job;
 
     if (stride == 0) {
         buf = (uint8_t *) x;
         stride = (size_t) n_cols * sizeof(float);
 
     } else {
-        need = stride * (size_t) n_tok;
-
-        if (llm_matmul_grow(need) != LLM_OK) {
-            pthread_mutex_unlock(&llm_matmul_lock);
-            llm_matmul_slow(out, x, n_tok, w, type, n_rows, n_cols);
-            return;
-        }
-
         buf = llm_matmul_buf;
 
         for (int64_t t = 0; t < n_tok; t++) {
@@ -932,11 +951,9 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
                 (void) llm_quant_round_act(type, xt, (float *) at, n_cols);
                 break;
             case LLM_TYPE_Q8_0:
-                k->quant_q8(xt, (llm_q8_block_t *) at, n_cols);
-                break;
             case LLM_TYPE_Q4_0:
                 k->quant_q8(xt, (llm_q8_block_t *) at, n_cols);
-                if (k->q4_0_pairs) {
+                if (k->q8_pairs) {
                     llm_matmul_pair_q8((llm_q8_block_t *) at,
                                        n_cols / LLM_QK);
                 }
@@ -948,6 +965,7 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
         }
     }
 
+    job.gemm = gemm;
     job.g.out = out;
     job.g.ld = n_rows;
     job.g.w = w;
@@ -961,13 +979,20 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
     /*
      * Slices of rows: many per thread so that a thread that falls behind
      * (a neighbour on its core) is made up for, of at least 32 KB of
-     * weights so that a task costs far more than claiming it; for many
-     * tokens, small enough that a slice stays in the L2 cache while
-     * every token passes over it.  Multiples of 8 rows suit the kernels'
-     * row tiles.
+     * weights and LLM_MATMUL_TASK_MACS so that a task costs far more
+     * than claiming it (a matmul smaller than two tasks runs on the
+     * caller alone); for many tokens, small enough that a slice stays
+     * in the L2 cache while every token passes over it.  Multiples of 8
+     * rows suit the kernels' row tiles.
      */
+    n_threads = llm_threads_count();
     per_task = (n_rows + 16 * n_threads - 1) / (16 * n_threads);
     rows = (int64_t) ((32 * 1024) / job.g.row_bytes);
+    if (per_task < rows) {
+        per_task = rows;
+    }
+
+    rows = (LLM_MATMUL_TASK_MACS + n_cols * n_tok - 1) / (n_cols * n_tok);
     if (per_task < rows) {
         per_task = rows;
     }
@@ -984,99 +1009,6 @@ llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
     job.rows = per_task;
 
     llm_threads_run(llm_matmul_task, &job, n_tasks);
-
-    pthread_mutex_unlock(&llm_matmul_lock);
-}
-
-
-/* under the lock, which it releases */
-static void
-llm_matmul_deq(llm_matmul_job_t *job, const llm_cpu_kernels_t *k,
-    float *out, const float *x, int64_t n_tok, const void *w, uint32_t type,
-    int64_t n_rows, int64_t n_cols, int n_threads)
-{
-    size_t    act, need;
-    uint8_t  *buf;
-
-    act = 0;
-    if (type == LLM_TYPE_F16 || type == LLM_TYPE_BF16) {
-        act = (size_t) (n_tok * n_cols) * sizeof(float);
-        act = (act + 63) & ~(size_t) 63;
-    }
-
-    need = act + (size_t) n_threads * LLM_DEQ_TILE;
-
-    if (llm_matmul_grow(need) != LLM_OK) {
-        pthread_mutex_unlock(&llm_matmul_lock);
-        llm_matmul_slow(out, x, n_tok, w, type, n_rows, n_cols);
-        return;
-    }
-
-    buf = llm_matmul_buf;
-
-    if (act != 0) {
-        (void) llm_quant_round_act(type, x, (float *) buf, n_tok * n_cols);
-        x = (const float *) buf;
-    }
-
-    job->k = k;
-    job->type = type;
-    job->x = x;
-    job->tiles = buf + act;
-    job->rows = LLM_DEQ_ROWS;
-    job->g.out = out;
-    job->g.ld = n_rows;
-    job->g.w = w;
-    job->g.row_bytes = llm_ggml_row_size(type, n_cols);
-    job->g.n_rows = n_rows;
-    job->g.n_tok = n_tok;
-    job->g.n_cols = n_cols;
-
-    llm_threads_run(llm_matmul_deq_task, job,
-                    (n_rows + LLM_DEQ_ROWS - 1) / LLM_DEQ_ROWS);
-
-    pthread_mutex_unlock(&llm_matmul_lock);
-}
-
-
-static void
-llm_matmul_deq_task(void *arg, int64_t task, int thread)
-{
-    float             *tile;
-    int64_t            r0, nr, kc, n;
-    llm_sgemm_t        s;
-    const uint8_t     *row;
-    llm_matmul_job_t  *job;
-
-    job = arg;
-    tile = (float *) (job->tiles + (size_t) thread * LLM_DEQ_TILE);
-    r0 = task * LLM_DEQ_ROWS;
-    nr = job->g.n_rows - r0 < LLM_DEQ_ROWS ? job->g.n_rows - r0
-                                           : LLM_DEQ_ROWS;
-
-    for (kc = 0; kc < job->g.n_cols; kc += LLM_DEQ_COLS) {
-        n = job->g.n_cols - kc < LLM_DEQ_COLS ? job->g.n_cols - kc
-                                              : LLM_DEQ_COLS;
-
-        for (int64_t r = 0; r < nr; r++) {
-            row = job->g.w + (size_t) (r0 + r) * job->g.row_bytes
-                  + llm_ggml_row_size(job->type, kc);
-            (void) job->k->dequant(job->type, row, tile + r * n, n);
-        }
-
-        s.out = job->g.out + r0;
-        s.ld = job->g.ld;
-        s.w = tile;
-        s.w_ld = n;
-        s.x = job->x + kc;
-        s.x_ld = job->g.n_cols;
-        s.n_rows = nr;
-        s.n_tok = job->g.n_tok;
-        s.k = n;
-        s.accumulate = kc > 0;
-
-        job->k->sgemm(&s);
-    }
 }
 
 

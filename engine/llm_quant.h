@@ -74,8 +74,9 @@ void llm_matmul(float *out, const float *x, int64_t n_tok, const void *w,
  * Sizes the scratch llm_matmul() prepares its input in for up to n_tok
  * tokens of n_cols inputs, so that later calls up to that size allocate
  * nothing (call it at load, for the widest matmul and the largest
- * batch).  Calls beyond it grow the scratch; if that fails they fall
- * back to the slow reference dot products, still correct.
+ * batch).  Calls beyond it grow the scratch; if that fails they take
+ * as many tokens at a time as it holds (the same results), and with no
+ * scratch at all the slow reference dot products, still correct.
  */
 int llm_matmul_reserve(int64_t n_tok, int64_t n_cols, llm_err_t *err);
 

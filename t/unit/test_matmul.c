@@ -7,9 +7,15 @@
  * each output is what rounding the input to the type's activation
  * format can cost (sum over i of |w_i| times the largest error of x_i),
  * plus a little float summation error; the thread pool is checked on
- * its own first.  Three shapes: 37 rows of 512; 5 rows of 2304, whose
- * columns the many-token path takes in blocks of 1024, 1024 and 256;
- * 3 rows of 800, an odd number of 32-blocks (not for the k-quants).
+ * its own first.  Three shapes: 37 rows of 512; 5 rows of 2304; 3 rows
+ * of 800, an odd number of 32-blocks (not for the k-quants).
+ *
+ * Then batch invariance: for every type, level and pool size, shapes
+ * whose rows and columns are no multiples of the kernels' tiles (172
+ * columns of f32, as the shipped model's FFN has), and 1 to 17 tokens,
+ * each token's outputs must be bit for bit those it gets alone: the
+ * scheduler batches requests, and that must not change what they
+ * generate.
  */
 
 #include <math.h>
@@ -28,6 +34,10 @@
 #define MAX_COLS  2304
 #define MAX_TOK   64
 
+#define INV_TOK   17
+#define INV_ROWS  200
+#define INV_COLS  800
+
 
 typedef struct {
     _Atomic int  *hits;
@@ -37,7 +47,24 @@ typedef struct {
 } pool_job_t;
 
 
+typedef struct {
+    const void  *w;
+    uint32_t     type;
+    const float  *x;
+    float       *out;
+    int          n_rows;
+    int          n_cols;
+} matmul_job_t;
+
+
 static uint64_t  rng = 0x9e3779b97f4a7c15ULL;
+
+static const uint32_t  types[] = {
+    LLM_TYPE_F32, LLM_TYPE_F16, LLM_TYPE_BF16, LLM_TYPE_Q8_0,
+    LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
+};
+
+#define N_TYPES  (sizeof(types) / sizeof(types[0]))
 
 
 static uint64_t
@@ -230,13 +257,227 @@ input_error(uint32_t type, const float *x, double *e, int n)
 }
 
 
+/*
+ * ref and tol (n_tok, n_rows): the dot products in double precision of
+ * the reference dequantizer's weights with the f32 input, and how far
+ * llm_matmul may be from them
+ */
+static void
+reference(uint32_t type, const uint8_t *w, int n_rows, int n_cols,
+    const float *x, int n_tok, float *deq, double *err, double *ref,
+    double *tol)
+{
+    double  s, sa, se, wi;
+    size_t  row_bytes;
+
+    row_bytes = llm_ggml_row_size(type, n_cols);
+
+    for (int r = 0; r < n_rows; r++) {
+        (void) llm_dequant_row(type, w + r * row_bytes, deq + r * n_cols,
+                               n_cols);
+    }
+
+    for (int t = 0; t < n_tok; t++) {
+        input_error(type, x + t * n_cols, err, n_cols);
+
+        for (int r = 0; r < n_rows; r++) {
+            s = 0.0;
+            sa = 0.0;
+            se = 0.0;
+
+            for (int i = 0; i < n_cols; i++) {
+                wi = deq[r * n_cols + i];
+                s += wi * x[t * n_cols + i];
+                sa += fabs(wi * x[t * n_cols + i]);
+                se += fabs(wi) * err[i];
+            }
+
+            ref[t * n_rows + r] = s;
+            tol[t * n_rows + r] = se * 1.001 + 2e-6 * sa + 1e-6;
+        }
+    }
+}
+
+
+/* outputs outside the tolerance, the first few told */
+static int
+check_ref(const float *out, const double *ref, const double *tol, int n_tok,
+    int n_rows, double *worst)
+{
+    int     bad;
+    double  d;
+
+    bad = 0;
+    *worst = 0.0;
+
+    for (int i = 0; i < n_tok * n_rows; i++) {
+        d = fabs(out[i] - ref[i]);
+
+        if (!(d <= tol[i])) {
+            if (bad++ < 3) {
+                diag("token %d row %d: %g, want %g +- %g", i / n_rows,
+                     i % n_rows, out[i], ref[i], tol[i]);
+            }
+        }
+
+        if (d / tol[i] > *worst) {
+            *worst = d / tol[i];
+        }
+    }
+
+    return bad;
+}
+
+
+static void
+matmul_task(void *arg, int64_t task, int thread)
+{
+    matmul_job_t  *job = arg;
+
+    (void) thread;
+
+    llm_matmul(job->out + task * job->n_rows, job->x + task * job->n_cols,
+               1, job->w, job->type, job->n_rows, job->n_cols);
+}
+
+
+static void
+test_invariance(int best)
+{
+    static const int    cols_f[] = { 1, 7, 172, 257 };
+    static const int    cols_q[] = { 32, 64, 800 };
+    static const int    cols_k[] = { 256, 768 };
+    static const int    rows[] = { 3, 37, INV_ROWS };
+    static const int    threads[] = { 1, 2, 3 };
+    static float        x[INV_TOK * INV_COLS];
+    static float        batch[INV_TOK * INV_ROWS], alone[INV_TOK * INV_ROWS];
+    static float        deq[INV_ROWS * INV_COLS];
+    static double       ref[INV_TOK * INV_ROWS], tol[INV_TOK * INV_ROWS];
+    static double       err[INV_COLS];
+    static uint8_t      w[INV_ROWS * INV_COLS * 4];
+    int                 n_cols, n_rows, n_shapes, bad_inv, bad_ref, n_bad;
+    double              worst, wt;
+    size_t              row_bytes;
+    const int          *cols;
+    matmul_job_t        job;
+
+    for (int i = 0; i < INV_TOK * INV_COLS; i++) {
+        x[i] = (uniform() * 2.0f - 1.0f) * (next() % 97 == 0 ? 20.0f : 1.0f);
+    }
+
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        uint32_t  type = types[ti];
+
+        switch (llm_ggml_blck_size(type)) {
+        case 1:
+            cols = cols_f;
+            n_shapes = sizeof(cols_f) / sizeof(cols_f[0]);
+            break;
+        case 32:
+            cols = cols_q;
+            n_shapes = sizeof(cols_q) / sizeof(cols_q[0]);
+            break;
+        default:
+            cols = cols_k;
+            n_shapes = sizeof(cols_k) / sizeof(cols_k[0]);
+            break;
+        }
+
+        for (int ci = 0; ci < n_shapes; ci++)
+        for (size_t ri = 0; ri < sizeof(rows) / sizeof(rows[0]); ri++) {
+            n_cols = cols[ci];
+            n_rows = rows[ri];
+            row_bytes = llm_ggml_row_size(type, n_cols);
+
+            fill_weights(type, w, row_bytes, n_rows);
+            reference(type, w, n_rows, n_cols, x, INV_TOK, deq, err, ref,
+                      tol);
+
+            for (int level = 0; level <= best; level++)
+            for (size_t pi = 0; pi < sizeof(threads) / sizeof(threads[0]);
+                 pi++)
+            {
+                (void) llm_quant_force(level);
+                (void) llm_threads_init(threads[pi], NULL);
+
+                bad_inv = 0;
+                bad_ref = 0;
+                wt = 0.0;
+
+                /* alone: one call per token */
+                for (int t = 0; t < INV_TOK; t++) {
+                    llm_matmul(alone + t * n_rows, x + t * n_cols, 1, w,
+                               type, n_rows, n_cols);
+                }
+
+                for (int n_tok = 1; n_tok <= INV_TOK; n_tok++) {
+                    for (int i = 0; i < n_tok * n_rows; i++) {
+                        batch[i] = NAN;
+                    }
+
+                    llm_matmul(batch, x, n_tok, w, type, n_rows, n_cols);
+
+                    if (memcmp(batch, alone,
+                               (size_t) (n_tok * n_rows) * sizeof(float))
+                        != 0)
+                    {
+                        if (bad_inv++ == 0) {
+                            for (int i = 0; i < n_tok * n_rows; i++) {
+                                if (memcmp(&batch[i], &alone[i], 4) != 0) {
+                                    diag("%d tokens: token %d row %d: "
+                                         "%.9g, alone %.9g", n_tok,
+                                         i / n_rows, i % n_rows, batch[i],
+                                         alone[i]);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+
+                    n_bad = check_ref(batch, ref, tol, n_tok, n_rows, &worst);
+                    bad_ref += n_bad;
+                    if (worst > wt) {
+                        wt = worst;
+                    }
+                }
+
+                ok(bad_inv == 0 && bad_ref == 0,
+                   "%s %s, %d threads, %d rows of %d: 1..%d tokens as "
+                   "alone, bit for bit%s%s (worst at %.2f of the "
+                   "tolerance)", llm_quant_level_name(level),
+                   llm_ggml_type_name(type), threads[pi], n_rows, n_cols,
+                   INV_TOK, bad_inv ? " NOT" : "",
+                   bad_ref ? ", NOT near the reference" : "", wt);
+            }
+        }
+    }
+
+    /* llm_matmul inside pool tasks: inline on each task's thread */
+    n_rows = 37;
+    n_cols = 800;
+    row_bytes = llm_ggml_row_size(LLM_TYPE_Q8_0, n_cols);
+    fill_weights(LLM_TYPE_Q8_0, w, row_bytes, n_rows);
+    (void) llm_quant_force(best);
+    (void) llm_threads_init(2, NULL);
+
+    llm_matmul(alone, x, 4, w, LLM_TYPE_Q8_0, n_rows, n_cols);
+
+    job.w = w;
+    job.type = LLM_TYPE_Q8_0;
+    job.x = x;
+    job.out = batch;
+    job.n_rows = n_rows;
+    job.n_cols = n_cols;
+    llm_threads_run(matmul_task, &job, 4);
+
+    ok(memcmp(batch, alone, (size_t) (4 * n_rows) * sizeof(float)) == 0,
+       "llm_matmul inside pool tasks gives the same outputs");
+}
+
+
 int
 main(void)
 {
-    static const uint32_t  types[] = {
-        LLM_TYPE_F32, LLM_TYPE_F16, LLM_TYPE_BF16, LLM_TYPE_Q8_0,
-        LLM_TYPE_Q4_0, LLM_TYPE_Q4_K, LLM_TYPE_Q5_K, LLM_TYPE_Q6_K
-    };
     static const int       toks[] = { 1, 2, 3, 7, 64 };
     static const int       shapes[][2] = { { 37, 512 }, { 5, 2304 },
                                            { 3, 800 } };
@@ -246,7 +487,7 @@ main(void)
     static double          err[MAX_COLS];
     static uint8_t         w[MAX_ROWS * MAX_COLS * 4];
     int                    best, bad, n_rows, n_cols;
-    double                 worst, sa, se;
+    double                 worst;
     size_t                 row_bytes;
 
     llm_quant_init();
@@ -267,7 +508,7 @@ main(void)
        "the scratch is reserved");
 
     for (size_t si = 0; si < 3; si++)
-    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
         uint32_t  type = types[ti];
 
         n_rows = shapes[si][0];
@@ -280,32 +521,7 @@ main(void)
         row_bytes = llm_ggml_row_size(type, n_cols);
         fill_weights(type, w, row_bytes, n_rows);
 
-        for (int r = 0; r < n_rows; r++) {
-            (void) llm_dequant_row(type, w + r * row_bytes,
-                                   deq + r * n_cols, n_cols);
-        }
-
-        for (int t = 0; t < MAX_TOK; t++) {
-            input_error(type, x + t * n_cols, err, n_cols);
-
-            for (int r = 0; r < n_rows; r++) {
-                double  s = 0.0;
-
-                sa = 0.0;
-                se = 0.0;
-
-                for (int i = 0; i < n_cols; i++) {
-                    double  wi = deq[r * n_cols + i];
-
-                    s += wi * x[t * n_cols + i];
-                    sa += fabs(wi * x[t * n_cols + i]);
-                    se += fabs(wi) * err[i];
-                }
-
-                ref[t * n_rows + r] = s;
-                tol[t * n_rows + r] = se * 1.001 + 2e-6 * sa + 1e-6;
-            }
-        }
+        reference(type, w, n_rows, n_cols, x, MAX_TOK, deq, err, ref, tol);
 
         for (int level = 0; level <= best; level++) {
             ok(llm_quant_force(level) == LLM_OK && llm_quant_level() == level,
@@ -320,24 +536,7 @@ main(void)
 
                 llm_matmul(out, x, n_tok, w, type, n_rows, n_cols);
 
-                bad = 0;
-                worst = 0.0;
-
-                for (int i = 0; i < n_tok * n_rows; i++) {
-                    double  d = fabs(out[i] - ref[i]);
-
-                    if (!(d <= tol[i])) {
-                        if (bad++ < 3) {
-                            diag("token %d row %d: %g, want %g +- %g",
-                                 i / n_rows, i % n_rows, out[i], ref[i],
-                                 tol[i]);
-                        }
-                    }
-
-                    if (d / tol[i] > worst) {
-                        worst = d / tol[i];
-                    }
-                }
+                bad = check_ref(out, ref, tol, n_tok, n_rows, &worst);
 
                 ok(bad == 0, "%s %s, %d token%s: %d rows of %d within the "
                    "tolerance (worst at %.2f of it)",
@@ -351,6 +550,8 @@ main(void)
     llm_matmul(out, x, 2, w, LLM_TYPE_Q4_1, 3, 512);
     ok(out[0] == 0.0f && out[5] == 0.0f && out[6] != 0.0f,
        "an unsupported type gives zeros");
+
+    test_invariance(best);
 
     llm_threads_free();
 
