@@ -24,6 +24,14 @@ llm_err_set(llm_err_t *e, int code, const char *fmt, ...)
     vsnprintf(e->errstr, sizeof(e->errstr), fmt, ap);
     va_end(ap);
 
+    /* one line, whatever it quotes: keys, names and text from files
+     * and requests may hold any byte */
+    for (char *p = e->errstr; *p != '\0'; p++) {
+        if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        }
+    }
+
     return LLM_ERR;
 }
 

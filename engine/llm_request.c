@@ -8,6 +8,7 @@
 
 #define _GNU_SOURCE
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,14 +125,23 @@ llm_request_parse(llm_request_t *rq, const char *p, size_t len,
     }                                                                       \
     rq->field = (type) v
 
+    /* top_p and repetition_penalty must be above 0: one that is, but
+     * below the smallest float, is that float rather than 0 */
+
     NUMBER("max_tokens", 1, 1 << 24, 1, max_tokens, int);
     NUMBER("temperature", 0, 2, 0, temperature, float);
     NUMBER("top_p", 0, 1, 0, top_p, float);
+    if (v > 0.0 && rq->top_p == 0.0f) {
+        rq->top_p = FLT_MIN;
+    }
     NUMBER("top_k", 0, 1 << 24, 1, top_k, int);
     NUMBER("min_p", 0, 1, 0, min_p, float);
     NUMBER("presence_penalty", -2, 2, 0, presence_penalty, float);
     NUMBER("frequency_penalty", -2, 2, 0, frequency_penalty, float);
     NUMBER("repetition_penalty", 0, 10, 0, repetition_penalty, float);
+    if (v > 0.0 && rq->repetition_penalty == 0.0f) {
+        rq->repetition_penalty = FLT_MIN;
+    }
     NUMBER("logprobs", 0, LLM_LOGPROBS_MAX, 1, logprobs, int);
     NUMBER("priority", -1000000, 1000000, 1, priority, int);
 

@@ -483,6 +483,9 @@ test_bad_synthetic(void)
             set_u64(&c, l.first_key_len, 1ULL << 63));
     CORRUPT("unknown value type", "value type",
             set_u32(&c, l.value_type, 99));
+    CORRUPT("unknown value type of a key with a newline", "t?u8",
+            c.p[l.first_key_len + 8 + 1] = '\n';
+            set_u32(&c, l.value_type, 99));
     CORRUPT("huge string array", "array length",
             set_u64(&c, l.str_arr_len, 1ULL << 61));
     CORRUPT("string array one too long", NULL,

@@ -62,6 +62,13 @@ test_good(void)
     is_int(rq.kind, LLM_PROMPT_CHAT, "a chat");
     is_int(rq.n_stop, 1, "a single stop string");
     llm_request_free(&rq);
+
+    /* the module passes on any top_p above 0 (fuzz_request) */
+    ok(parse("{\"model\":\"m\",\"prompt\":\"a\",\"top_p\":1e-320,"
+             "\"repetition_penalty\":4.9e-324}", &rq, &e) == LLM_OK
+       && rq.top_p > 0.0f && rq.repetition_penalty > 0.0f,
+       "top_p and repetition_penalty too small for a float are taken");
+    llm_request_free(&rq);
 }
 
 
