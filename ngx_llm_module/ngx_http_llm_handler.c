@@ -63,8 +63,6 @@ static void ngx_http_llm_release(ngx_http_llm_choice_t *ch);
 static ngx_int_t ngx_http_llm_drain(ngx_http_llm_choice_t *ch);
 static ngx_int_t ngx_http_llm_token(ngx_http_llm_choice_t *ch, u_char *buf,
     size_t len);
-static ngx_int_t ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p,
-    size_t len);
 static void ngx_http_llm_event_error(ngx_http_llm_choice_t *ch, u_char *buf,
     size_t len, ngx_http_llm_error_t *err);
 static ngx_int_t ngx_http_llm_choice_done(ngx_http_llm_choice_t *ch);
@@ -1138,44 +1136,6 @@ ngx_http_llm_token(ngx_http_llm_choice_t *ch, u_char *buf, size_t len)
 }
 
 
-static ngx_int_t
-ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p, size_t len)
-{
-    u_char              *text;
-    size_t               size;
-    ngx_http_request_t  *r;
-
-    if (len == 0) {
-        return NGX_OK;
-    }
-
-    if (ch->text_size - ch->text_len < len) {
-        r = ch->ctx->request;
-
-        size = ngx_max(ch->text_size * 2, ch->text_len + len);
-        size = ngx_max(size, 256);
-
-        text = ngx_pnalloc(r->pool, size);
-        if (text == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ch->text) {
-            ngx_memcpy(text, ch->text, ch->text_len);
-            ngx_pfree(r->pool, ch->text);
-        }
-
-        ch->text = text;
-        ch->text_size = size;
-    }
-
-    ngx_memcpy(ch->text + ch->text_len, p, len);
-    ch->text_len += len;
-
-    return NGX_OK;
-}
-
-
 /* ERROR: llm_ev_error_t, then the message */
 
 static void
@@ -1723,37 +1683,3 @@ ngx_http_llm_timed_out(ngx_http_llm_ctx_t *ctx, ngx_uint_t level,
 }
 
 
-/*
- * The request's usage: completion tokens of every choice (those still
- * running count what arrived), prompt and cached tokens once per prompt.
- */
-
-void
-ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u)
-{
-    ngx_uint_t              i, counted;
-    ngx_http_llm_choice_t  *ch;
-
-    ngx_memzero(u, sizeof(ngx_http_llm_usage_t));
-
-    /* choices come in the order of their prompts */
-
-    counted = NGX_CONF_UNSET_UINT;
-
-    for (i = 0; i < ctx->n_choices; i++) {
-        ch = &ctx->choices[i];
-
-        if (!ch->finished) {
-            u->completion += ch->tokens;
-            continue;
-        }
-
-        u->completion += ch->done.completion_tokens;
-
-        if (ch->prompt != counted) {
-            counted = ch->prompt;
-            u->prompt += ch->done.prompt_tokens;
-            u->cached += ch->done.cached_tokens;
-        }
-    }
-}

@@ -39,6 +39,7 @@
 #define NGX_HTTP_LLM_MAX_PROMPTS      128
 #define NGX_HTTP_LLM_MAX_CHOICES      256       /* prompts times n */
 #define NGX_HTTP_LLM_MAX_STOP         4
+#define NGX_HTTP_LLM_MAX_STOP_LEN     255       /* bytes, the engine's */
 #define NGX_HTTP_LLM_MAX_BIAS         1024
 
 /* the endpoints */
@@ -262,7 +263,6 @@ ngx_int_t ngx_http_llm_dispatch(ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_queue_handler(ngx_event_t *ev);
 void ngx_http_llm_fail(ngx_http_llm_ctx_t *ctx, ngx_http_llm_error_t *err);
 void ngx_http_llm_detach(ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u);
 
 /* ngx_http_llm_openai.c */
 ngx_int_t ngx_http_llm_parse(ngx_http_request_t *r, ngx_uint_t endpoint,
@@ -286,6 +286,9 @@ json_t *ngx_http_llm_json_string(ngx_pool_t *pool, u_char *p, size_t len);
 void ngx_http_llm_json_cleanup(void *data);
 
 /* ngx_http_llm_reply.c */
+ngx_int_t ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p,
+    size_t len);
+void ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u);
 const char *ngx_http_llm_finish_reason(uint32_t reason);
 json_t *ngx_http_llm_response_json(ngx_http_llm_ctx_t *ctx);
 json_t *ngx_http_llm_chunk_json(ngx_http_llm_choice_t *ch,

@@ -585,7 +585,7 @@ static ngx_int_t
 ngx_http_llm_parse_stop(ngx_http_request_t *r, json_t *root,
     ngx_http_llm_completion_t *cp, ngx_http_llm_error_t *err)
 {
-    size_t   i;
+    size_t   i, len;
     json_t  *v, *s, *stop;
 
     v = json_object_get(root, "stop");
@@ -624,8 +624,17 @@ ngx_http_llm_parse_stop(ngx_http_request_t *r, json_t *root,
     /* an empty string would stop before the first token: it is dropped */
 
     for (i = json_array_size(stop); i > 0; i--) {
-        if (json_string_length(json_array_get(stop, i - 1)) == 0) {
+        len = json_string_length(json_array_get(stop, i - 1));
+
+        if (len == 0) {
             (void) json_array_remove(stop, i - 1);
+
+        } else if (len > NGX_HTTP_LLM_MAX_STOP_LEN) {
+            json_decref(stop);
+
+            return ngx_http_llm_invalid(r, err, "stop", "invalid_value",
+                       "Invalid 'stop': a sequence of %uz bytes, at most "
+                       "%d are allowed", len, NGX_HTTP_LLM_MAX_STOP_LEN);
         }
     }
 
@@ -924,9 +933,18 @@ ngx_http_llm_number(ngx_http_request_t *r, json_t *root, const char *name,
     d = json_number_value(v);
 
     if (!(d >= lo && d <= hi)) {
+
+        /* nginx's "%f" takes the integer part as an int64_t */
+
+        if (d > -1e15 && d < 1e15) {
+            return ngx_http_llm_invalid(r, err, name, "invalid_value",
+                       "Invalid '%s': %.3f, it must be between %.0f and %.0f",
+                       name, d, lo, hi);
+        }
+
         return ngx_http_llm_invalid(r, err, name, "invalid_value",
-                   "Invalid '%s': %.3f, it must be between %.0f and %.0f",
-                   name, d, lo, hi);
+                   "Invalid '%s': it must be between %.0f and %.0f",
+                   name, lo, hi);
     }
 
     return json_object_set_new(cp->fields, name, json_real(d)) ? NGX_ERROR
@@ -1223,7 +1241,8 @@ ngx_http_llm_json_string(ngx_pool_t *pool, u_char *p, size_t len)
     json_t  *json;
 
     if (ngx_http_llm_utf8_valid(p, len) == len) {
-        return json_stringn((const char *) p, len);
+        /* no text at all may come as NULL, which jansson refuses */
+        return json_stringn(len ? (const char *) p : "", len);
     }
 
     /* every byte may become the 3 bytes of U+FFFD */

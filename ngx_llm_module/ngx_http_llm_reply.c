@@ -37,6 +37,82 @@ static json_t *ngx_http_llm_piece(ngx_pool_t *pool, u_char *p, size_t len,
 static json_t *ngx_http_llm_logprob(float logprob);
 
 
+/* an event's text, at the end of its choice's */
+
+ngx_int_t
+ngx_http_llm_append(ngx_http_llm_choice_t *ch, u_char *p, size_t len)
+{
+    u_char              *text;
+    size_t               size;
+    ngx_http_request_t  *r;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (ch->text_size - ch->text_len < len) {
+        r = ch->ctx->request;
+
+        size = ngx_max(ch->text_size * 2, ch->text_len + len);
+        size = ngx_max(size, 256);
+
+        text = ngx_pnalloc(r->pool, size);
+        if (text == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ch->text) {
+            ngx_memcpy(text, ch->text, ch->text_len);
+            ngx_pfree(r->pool, ch->text);
+        }
+
+        ch->text = text;
+        ch->text_size = size;
+    }
+
+    ngx_memcpy(ch->text + ch->text_len, p, len);
+    ch->text_len += len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request's usage: completion tokens of every choice (those still
+ * running count what arrived), prompt and cached tokens once per prompt.
+ */
+
+void
+ngx_http_llm_usage(ngx_http_llm_ctx_t *ctx, ngx_http_llm_usage_t *u)
+{
+    ngx_uint_t              i, counted;
+    ngx_http_llm_choice_t  *ch;
+
+    ngx_memzero(u, sizeof(ngx_http_llm_usage_t));
+
+    /* choices come in the order of their prompts */
+
+    counted = NGX_CONF_UNSET_UINT;
+
+    for (i = 0; i < ctx->n_choices; i++) {
+        ch = &ctx->choices[i];
+
+        if (!ch->finished) {
+            u->completion += ch->tokens;
+            continue;
+        }
+
+        u->completion += ch->done.completion_tokens;
+
+        if (ch->prompt != counted) {
+            counted = ch->prompt;
+            u->prompt += ch->done.prompt_tokens;
+            u->cached += ch->done.cached_tokens;
+        }
+    }
+}
+
+
 const char *
 ngx_http_llm_finish_reason(uint32_t reason)
 {
