@@ -121,7 +121,7 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h t/unit/llm_test_client.h \
 # The module is compiled inside a private copy of Debian's nginx sources,
 # configured with the flags Debian's nginx was built with, so that
 # NGX_MODULE_SIGNATURE matches the installed binary.
-$(BUILD)/nginx/Makefile: $(NGX_SRC)/configure config
+$(BUILD)/nginx/objs/Makefile: $(NGX_SRC)/configure config
 	@test -f $(NGX_SRC)/configure || { echo "nginx sources missing: run 'make deps' (package nginx-dev)"; exit 1; }
 	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD)/nginx
 	cp -a $(NGX_SRC)/. $(BUILD)/nginx/
@@ -135,7 +135,7 @@ $(BUILD)/nginx/Makefile: $(NGX_SRC)/configure config
 comma := ,
 SHELL := /bin/bash
 
-$(BUILD)/ngx_http_llm_module.so: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
+$(BUILD)/ngx_http_llm_module.so: $(BUILD)/nginx/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules
 	cp $(BUILD)/nginx/objs/ngx_http_llm_module.so $@
 
@@ -168,19 +168,54 @@ deps:
 clean:
 	rm -rf $(BUILD)
 
-# make fuzz: the template interpreter and the tokenizers under libFuzzer,
-# ASan and UBSan for FUZZ_SECONDS each, from corpora seeded with the chat
-# and vocabulary fixtures
+# make fuzz: every parser of untrusted input under libFuzzer, ASan and
+# UBSan, for FUZZ_SECONDS each, from seed corpora written by programs
+# built from the same files (-DLLM_*_SEED_MAIN):
+#
+#   fuzz-template   the chat template interpreter (the chat fixtures)
+#   fuzz-tokenizer  the tokenizers (the vocabulary fixtures)
+#   fuzz-request    request bodies, in the engine's parser and the
+#                   module's (the tests' bodies), and stop strings
+#   fuzz-gguf       GGUF files through the reader, the tokenizer and the
+#                   model loader (small fixture models, synthetic ones)
+#   fuzz-ring       the event ring with a hostile peer, the region header
+#                   check, and the module's decoding of the events
+#
+# The module's files are compiled against the headers of $(BUILD)/nginx,
+# with the few nginx core functions they call in fuzz/fuzz_ngx.c.  What
+# a target finds is written to $(BUILD)/fuzz/ (crash-*, leak-*,
+# timeout-*, prefixed with the target's name).
 FUZZ_CC       ?= clang
 FUZZ_SECONDS  ?= 60
 FUZZ_FIXTURES ?= ../shared/fixtures
+FUZZ_CFLAGS    = -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+                 -fno-sanitize-recover=all
 FUZZ_SRCS     := $(wildcard engine/llm_template*.c) engine/llm_common.c
 FUZZ_TOK_SRCS := $(wildcard engine/llm_tokenizer*.c) engine/llm_gguf.c \
                  engine/llm_common.c
+FUZZ_REQ_SRCS := engine/llm_request.c engine/llm_common.c
+FUZZ_NGX_SRCS := fuzz/fuzz_ngx.c ngx_llm_module/ngx_http_llm_openai.c \
+                 ngx_llm_module/ngx_http_llm_reply.c
+FUZZ_NGX_INCS  = $(addprefix -I$(BUILD)/nginx/,src/core src/event \
+                   src/event/modules src/os/unix objs src/http \
+                   src/http/modules src/http/v2) \
+                 -Iengine/proto -Ingx_llm_module
+# the configured nginx tree, for its headers
+FUZZ_NGX_CONF  = $(BUILD)/nginx/objs/Makefile
+# the model loader with what it computes with; the CPU kernels are built
+# by $(CC), uninstrumented (clang 14 lacks __builtin_cpu_supports("f16c"),
+# and what they read is the mapped file, which ASan does not watch)
+FUZZ_GGUF_SRCS := engine/llm_gguf.c engine/llm_model.c \
+                  $(wildcard engine/llm_tokenizer*.c) \
+                  engine/llm_backend_cpu.c engine/llm_backend_cuda.c \
+                  engine/llm_threads.c engine/llm_tp.c engine/llm_nccl.c \
+                  engine/llm_log.c engine/llm_common.c
+FUZZ_KERN_OBJS := $(patsubst engine/%.c,$(BUILD)/fuzz/obj/%.o, \
+                    engine/llm_quant.c $(wildcard engine/llm_cpu_*.c))
 
-.PHONY: fuzz fuzz-template fuzz-tokenizer
+.PHONY: fuzz fuzz-template fuzz-tokenizer fuzz-request fuzz-gguf fuzz-ring
 
-fuzz: fuzz-template fuzz-tokenizer
+fuzz: fuzz-template fuzz-tokenizer fuzz-request fuzz-gguf fuzz-ring
 
 fuzz-template: $(BUILD)/fuzz/fuzz_template $(BUILD)/fuzz/seed_template
 	@mkdir -p $(BUILD)/fuzz/corpus
@@ -200,11 +235,35 @@ fuzz-tokenizer: $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/seed_tokenizer
 	    -artifact_prefix=$(BUILD)/fuzz/tokenizer- \
 	    $(BUILD)/fuzz/corpus-tokenizer
 
+fuzz-request: $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/seed_request
+	@mkdir -p $(BUILD)/fuzz/corpus-request
+	$(BUILD)/fuzz/seed_request t/unit/test_request.c \
+	    $(BUILD)/fuzz/corpus-request $(BUILD)/fuzz/request.dict
+	$(BUILD)/fuzz/fuzz_request -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -dict=$(BUILD)/fuzz/request.dict \
+	    -artifact_prefix=$(BUILD)/fuzz/request- \
+	    $(BUILD)/fuzz/corpus-request
+
+# the fixture models, up to 2 MB, are seeds whole (libFuzzer would cut
+# them at 1 MB); they run for milliseconds, so their share of the
+# mutations shrinks with their time
+fuzz-gguf: $(BUILD)/fuzz/fuzz_gguf $(BUILD)/fuzz/seed_gguf
+	@mkdir -p $(BUILD)/fuzz/corpus-gguf
+	$(BUILD)/fuzz/seed_gguf $(FUZZ_FIXTURES) models/stories260K.gguf \
+	    $(BUILD)/fuzz/corpus-gguf
+	$(BUILD)/fuzz/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -max_len=2097152 -entropic_scale_per_exec_time=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/gguf- $(BUILD)/fuzz/corpus-gguf
+
+fuzz-ring: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/seed_ring
+	@mkdir -p $(BUILD)/fuzz/corpus-ring
+	$(BUILD)/fuzz/seed_ring $(BUILD)/fuzz/corpus-ring
+	$(BUILD)/fuzz/fuzz_ring -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -artifact_prefix=$(BUILD)/fuzz/ring- $(BUILD)/fuzz/corpus-ring
+
 $(BUILD)/fuzz/fuzz_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -Iengine -o $@ $< $(FUZZ_SRCS) \
-	    -ljansson -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iengine -o $@ $< $(FUZZ_SRCS) -ljansson -lm
 
 $(BUILD)/fuzz/seed_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)
@@ -214,8 +273,7 @@ $(BUILD)/fuzz/seed_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 $(BUILD)/fuzz/fuzz_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_TOK_SRCS) \
                               engine/*.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -Iengine -o $@ $< $(FUZZ_TOK_SRCS) \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iengine -o $@ $< $(FUZZ_TOK_SRCS) \
 	    -lpcre2-8 -lm -pthread
 
 $(BUILD)/fuzz/seed_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_TOK_SRCS) \
@@ -223,6 +281,54 @@ $(BUILD)/fuzz/seed_tokenizer: fuzz/fuzz_tokenizer.c $(FUZZ_TOK_SRCS) \
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O1 -DLLM_TOKENIZER_SEED_MAIN -Iengine -o $@ $< \
 	    $(FUZZ_TOK_SRCS) -lpcre2-8 -lm -pthread
+
+$(BUILD)/fuzz/fuzz_request: fuzz/fuzz_request.c fuzz/fuzz_ngx.h \
+                            $(FUZZ_REQ_SRCS) $(FUZZ_NGX_SRCS) \
+                            $(MODULE_SRCS) engine/*.h $(FUZZ_NGX_CONF)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iengine $(FUZZ_NGX_INCS) -o $@ $< \
+	    $(FUZZ_REQ_SRCS) $(FUZZ_NGX_SRCS) -ljansson -lm
+
+$(BUILD)/fuzz/seed_request: fuzz/fuzz_request.c engine/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -DLLM_REQUEST_SEED_MAIN -Iengine -Iengine/proto \
+	    -o $@ $<
+
+$(BUILD)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_SRCS) \
+                         $(FUZZ_KERN_OBJS) engine/*.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iengine -Iengine/proto -o $@ $< \
+	    $(FUZZ_GGUF_SRCS) $(FUZZ_KERN_OBJS) -lpcre2-8 -lm -pthread
+
+$(BUILD)/fuzz/obj/%.o: engine/%.c engine/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -pthread -fno-strict-aliasing -Iengine \
+	    -Iengine/proto -c -o $@ $<
+
+$(BUILD)/fuzz/seed_gguf: fuzz/fuzz_gguf.c engine/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -DLLM_GGUF_SEED_MAIN -Iengine -Iengine/proto \
+	    -o $@ $<
+
+$(BUILD)/fuzz/fuzz_ring: fuzz/fuzz_ring.c fuzz/fuzz_ngx.h $(FUZZ_NGX_SRCS) \
+                         $(MODULE_SRCS) $(FUZZ_NGX_CONF)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_NGX_INCS) -o $@ $< \
+	    $(FUZZ_NGX_SRCS) -ljansson -lm
+
+$(BUILD)/fuzz/seed_ring: fuzz/fuzz_ring.c engine/proto/*.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -DLLM_RING_SEED_MAIN -Iengine/proto -o $@ $< -lm
+
+# t/unit/test_openai.c, a unit test of what the fuzz targets found in the
+# module's JSON code, is built the same way (this rule, not the engine
+# tests' pattern), against the configured nginx tree's headers
+$(BUILD)/t/test_openai: t/unit/test_openai.c t/unit/tap.h fuzz/fuzz_ngx.h \
+                        $(FUZZ_NGX_SRCS) $(MODULE_SRCS) $(FUZZ_NGX_CONF)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wno-unused-parameter \
+	    $(filter -fsanitize% -fno-omit%,$(CFLAGS_BASE)) $(FUZZ_NGX_INCS) \
+	    -It/unit -Ifuzz $(LDFLAGS) -o $@ $< $(FUZZ_NGX_SRCS) -ljansson -lm
 
 # bench/loadgen.c: the load generator (HTTP, SSE, and the engine's shared
 # memory with --direct); make soak runs bench/soak.sh: 64 streams for

@@ -36,7 +36,17 @@
 typedef float    llm_v8f __attribute__((vector_size(32)));
 typedef int32_t  llm_v8i __attribute__((vector_size(32)));
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+/* none under the sanitizers (GCC's __SANITIZE_ADDRESS__, clang's
+ * feature): clang 14's UBSan reports a null pointer in every call of a
+ * cloned function */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LLM_CPU_NO_CLONES
+#endif
+#endif
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)                \
+    && !defined(LLM_CPU_NO_CLONES)
 #define LLM_CPU_CLONES  __attribute__((target_clones("arch=x86-64-v3", \
                                                      "default")))
 #else

@@ -23,6 +23,7 @@ struct llm_gguf_s {
     char                 *path;
     const uint8_t        *map;           /* the whole file, read-only */
     size_t                size;
+    int                   mapped;        /* map is ours to munmap() */
     uint32_t              version;
     size_t                alignment;
     size_t                data_off;      /* start of the data section */
@@ -133,7 +134,6 @@ llm_gguf_open(llm_gguf_t **out, const char *path, llm_err_t *err)
     int           fd;
     void         *map;
     struct stat   st;
-    llm_gguf_t   *g;
 
     *out = NULL;
 
@@ -174,19 +174,44 @@ llm_gguf_open(llm_gguf_t **out, const char *path, llm_err_t *err)
                            strerror(errno));
     }
 
-    g = calloc(1, sizeof(llm_gguf_t));
-    if (g == NULL) {
+    if (llm_gguf_open_mem(out, path, map, (size_t) st.st_size, err)
+        != LLM_OK)
+    {
         munmap(map, (size_t) st.st_size);
-        return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", path);
+        return LLM_ERR;
     }
 
-    g->map = map;
-    g->size = (size_t) st.st_size;
+    (*out)->mapped = 1;
+    return LLM_OK;
+}
 
-    g->path = strdup(path);
+
+int
+llm_gguf_open_mem(llm_gguf_t **out, const char *name, const void *p,
+    size_t size, llm_err_t *err)
+{
+    llm_gguf_t  *g;
+
+    *out = NULL;
+
+    if (size < 4 + 4 + 8 + 8) {
+        return llm_err_set(err, LLM_EFORMAT,
+                           "%s: truncated: %zu bytes is too short for a "
+                           "GGUF header", name, size);
+    }
+
+    g = calloc(1, sizeof(llm_gguf_t));
+    if (g == NULL) {
+        return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", name);
+    }
+
+    g->map = p;
+    g->size = size;
+
+    g->path = strdup(name);
     if (g->path == NULL) {
         llm_gguf_close(g);
-        return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", path);
+        return llm_err_set(err, LLM_ENOMEM, "%s: out of memory", name);
     }
 
     if (llm_gguf_parse(g, err) != LLM_OK) {
@@ -219,7 +244,7 @@ llm_gguf_close(llm_gguf_t *g)
     free(g->names);
     free(g->path);
 
-    if (g->map != NULL) {
+    if (g->mapped) {
         munmap((void *) g->map, g->size);
     }
 

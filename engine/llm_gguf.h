@@ -97,6 +97,10 @@ typedef struct llm_gguf_s  llm_gguf_t;
 
 
 int llm_gguf_open(llm_gguf_t **out, const char *path, llm_err_t *err);
+/* the same over size bytes at p, which the caller keeps until
+ * llm_gguf_close(); name stands for the path in errors */
+int llm_gguf_open_mem(llm_gguf_t **out, const char *name, const void *p,
+    size_t size, llm_err_t *err);
 void llm_gguf_close(llm_gguf_t *g);
 
 const char *llm_gguf_path(const llm_gguf_t *g);
