@@ -1009,7 +1009,11 @@ llm_serve_token(llm_server_t *srv, llm_seq_t *q)
                                 top_ids, top_lps);
     }
 
-    id = llm_sample(&q->sampler, q->logits, &logprob);
+    /* the token's log-probability costs an exponential per vocabulary
+     * entry: only for a request that asked for logprobs */
+    logprob = 0.0f;
+    id = llm_sample(&q->sampler, q->logits,
+                    q->logprobs >= 0 ? &logprob : NULL);
     if (q->t_first == 0) {
         q->t_first = llm_now_us();
     }

@@ -286,7 +286,8 @@ static_assert(sizeof(llm_event_t) == 8, "llm_event_t layout");
  * UTF-8 character is incomplete; never a split character) */
 typedef struct {
     int32_t   token;        /* token id */
-    float     logprob;      /* log-probability of the token */
+    float     logprob;      /* log-probability of the token, if the
+                             * request asked for "logprobs"; else 0 */
 } llm_ev_token_t;
 
 static_assert(sizeof(llm_ev_token_t) == 8, "llm_ev_token_t layout");
