@@ -114,7 +114,7 @@ $(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS) $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h t/unit/llm_test_client.h \
-              bench/llm_client.h $(LIB_OBJS) $(FLAVOR)
+              t/unit/gguf_buf.h bench/llm_client.h $(LIB_OBJS) $(FLAVOR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
@@ -294,8 +294,8 @@ $(BUILD)/fuzz/seed_request: fuzz/fuzz_request.c engine/*.h
 	$(CC) -std=gnu11 -O1 -DLLM_REQUEST_SEED_MAIN -Iengine -Iengine/proto \
 	    -o $@ $<
 
-$(BUILD)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c $(FUZZ_GGUF_SRCS) \
-                         $(FUZZ_KERN_OBJS) engine/*.h
+$(BUILD)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c t/unit/gguf_buf.h \
+                         $(FUZZ_GGUF_SRCS) $(FUZZ_KERN_OBJS) engine/*.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iengine -Iengine/proto -o $@ $< \
 	    $(FUZZ_GGUF_SRCS) $(FUZZ_KERN_OBJS) -lpcre2-8 -lm -pthread
@@ -305,7 +305,7 @@ $(BUILD)/fuzz/obj/%.o: engine/%.c engine/*.h
 	$(CC) -std=gnu11 -O2 -g -pthread -fno-strict-aliasing -Iengine \
 	    -Iengine/proto -c -o $@ $<
 
-$(BUILD)/fuzz/seed_gguf: fuzz/fuzz_gguf.c engine/*.h
+$(BUILD)/fuzz/seed_gguf: fuzz/fuzz_gguf.c t/unit/gguf_buf.h engine/*.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -O1 -DLLM_GGUF_SEED_MAIN -Iengine -Iengine/proto \
 	    -o $@ $<

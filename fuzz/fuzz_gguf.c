@@ -43,6 +43,8 @@
 #include "llm_threads.h"
 #include "llm_tokenizer.h"
 
+#include "../t/unit/gguf_buf.h"
+
 
 #define FUZZ_NAME  "fuzz.gguf"
 
@@ -534,13 +536,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 
 typedef struct {
-    uint8_t   *p;
-    size_t     n;
-    size_t     cap;
-} buf_t;
-
-
-typedef struct {
     buf_t      kv;
     buf_t      ti;
     buf_t      data;
@@ -549,44 +544,6 @@ typedef struct {
     uint32_t   rng;
     uint32_t   align;        /* of the data section, 0: the default */
 } gguf_t;
-
-
-static void
-put(buf_t *b, const void *p, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL) {
-            abort();
-        }
-    }
-
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-
-static void
-put_u32(buf_t *b, uint32_t v)
-{
-    put(b, &v, 4);
-}
-
-
-static void
-put_u64(buf_t *b, uint64_t v)
-{
-    put(b, &v, 8);
-}
-
-
-static void
-put_str(buf_t *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
 
 
 static void

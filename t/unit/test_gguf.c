@@ -13,16 +13,10 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "gguf_buf.h"
 #include "llm_gguf.h"
 #include "llm_model.h"
 #include "llm_tokenizer.h"
-
-
-typedef struct {
-    unsigned char  *p;
-    size_t          n;
-    size_t          cap;
-} buf_t;
 
 
 /* where the synthetic file keeps the fields the tests corrupt */
@@ -48,10 +42,6 @@ static char  tmpdir[64];
 static char  path[256];
 
 
-static void put(buf_t *b, const void *p, size_t n);
-static void put_u32(buf_t *b, uint32_t v);
-static void put_u64(buf_t *b, uint64_t v);
-static void put_str(buf_t *b, const char *s);
 static void set_u32(buf_t *b, size_t off, uint32_t v);
 static void set_u64(buf_t *b, size_t off, uint64_t v);
 static void build(buf_t *b, layout_t *l, uint32_t version);
@@ -862,41 +852,6 @@ expect_model_fail(const char *what, const void *p, size_t n, int code,
     } else {
         diag("  %s", strstr(err.errstr, ".gguf: ") + 7);
     }
-}
-
-
-static void
-put(buf_t *b, const void *p, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-
-static void
-put_u32(buf_t *b, uint32_t v)
-{
-    put(b, &v, 4);
-}
-
-
-static void
-put_u64(buf_t *b, uint64_t v)
-{
-    put(b, &v, 8);
-}
-
-
-static void
-put_str(buf_t *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
 }
 
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "gguf_buf.h"
 #include "llm_tokenizer.h"
 
 
@@ -357,50 +358,6 @@ streams_as(const llm_tokenizer_t *t, const int32_t *ids, int n,
 
 
 /* a GGUF file with tokenizer metadata only, written by the tests */
-
-typedef struct {
-    unsigned char  *p;
-    size_t          n;
-    size_t          cap;
-} buf_t;
-
-
-static void
-put(buf_t *b, const void *p, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL) {
-            abort();
-        }
-    }
-
-    memcpy(b->p + b->n, p, n);
-    b->n += n;
-}
-
-
-static void
-put_u32(buf_t *b, uint32_t v)
-{
-    put(b, &v, 4);
-}
-
-
-static void
-put_u64(buf_t *b, uint64_t v)
-{
-    put(b, &v, 8);
-}
-
-
-static void
-put_str(buf_t *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
 
 
 static void
