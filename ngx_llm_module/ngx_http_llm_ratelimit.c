@@ -713,8 +713,7 @@ ngx_http_llm_limit_parse(ngx_http_llm_limit_ctx_t *ctx, redisReply *reply)
 
 invalid:
 
-    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
-                  "llm limit script returned an unexpected reply");
+    ngx_http_llm_limit_script_error(ctx->request->connection->log, reply);
 
     return NGX_ERROR;
 }
@@ -1160,6 +1159,11 @@ ngx_http_llm_limit_charged(void *data, redisReply *reply)
  * reason is logged at most once a minute, not once per request.
  */
 
+/*
+ * The script failed, or answered what it cannot have: once a minute in
+ * each worker, since a broken Redis answers every request the same way.
+ */
+
 static void
 ngx_http_llm_limit_script_error(ngx_log_t *log, redisReply *reply)
 {
@@ -1171,9 +1175,18 @@ ngx_http_llm_limit_script_error(ngx_log_t *log, redisReply *reply)
 
     logged = ngx_time();
 
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "llm limit script failed in redis: %*s",
+                      (size_t) reply->len, reply->str);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "llm limit script failed in redis: %*s",
-                  (size_t) reply->len, reply->str);
+                  "llm limit script returned an unexpected reply "
+                  "(type %d, %uz elements)", reply->type,
+                  (size_t) (reply->type == REDIS_REPLY_ARRAY
+                            ? reply->elements : 0));
 }
 
 

@@ -168,6 +168,8 @@ for my $mode (sort keys %answer) {
     my $log = $t->error_log;
     unlike($log, qr/exited on signal|\[alert\]|\[crit\]|\[emerg\]/,
            "$mode: no worker crashed") or diag $log;
+    my $said = () = $log =~ /llm limit script|llm redis \S+ is unavailable/g;
+    is($said, 1, "$mode: four bad answers, logged once") or diag $log;
 
     $t->stop_nginx;
     kill 'KILL', $fpid;
