@@ -114,7 +114,8 @@ $(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS) $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h t/unit/llm_test_client.h \
-              t/unit/gguf_buf.h bench/llm_client.h $(LIB_OBJS) $(FLAVOR)
+              t/unit/gguf_buf.h t/unit/utf8_check.h bench/llm_client.h \
+              $(LIB_OBJS) $(FLAVOR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
@@ -260,6 +261,11 @@ fuzz-ring: $(BUILD)/fuzz/fuzz_ring $(BUILD)/fuzz/seed_ring
 	$(BUILD)/fuzz/seed_ring $(BUILD)/fuzz/corpus-ring
 	$(BUILD)/fuzz/fuzz_ring -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	    -artifact_prefix=$(BUILD)/fuzz/ring- $(BUILD)/fuzz/corpus-ring
+
+# the headers the targets and their seed programs share
+$(addprefix $(BUILD)/fuzz/,fuzz_template seed_template fuzz_tokenizer \
+    seed_tokenizer fuzz_request seed_request fuzz_gguf seed_gguf fuzz_ring \
+    seed_ring): fuzz/fuzz_seed.h t/unit/utf8_check.h
 
 $(BUILD)/fuzz/fuzz_template: fuzz/fuzz_template.c $(FUZZ_SRCS) engine/*.h
 	@mkdir -p $(dir $@)

@@ -44,6 +44,7 @@
 #include "llm_tokenizer.h"
 
 #include "../t/unit/gguf_buf.h"
+#include "fuzz_seed.h"
 
 
 #define FUZZ_NAME  "fuzz.gguf"
@@ -695,8 +696,8 @@ tensor(gguf_t *g, const char *name, uint32_t type, uint64_t ne0,
 static int
 write_gguf(const char *dir, const char *name, gguf_t *g, uint32_t version)
 {
+    int    rc;
     char   path[4096];
-    FILE  *fp;
     buf_t  f;
 
     memset(&f, 0, sizeof(f));
@@ -718,15 +719,7 @@ write_gguf(const char *dir, const char *name, gguf_t *g, uint32_t version)
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
 
-    fp = fopen(path, "wb");
-    if (fp == NULL || fwrite(f.p, 1, f.n, fp) != f.n) {
-        perror(path);
-        if (fp != NULL) {
-            fclose(fp);
-        }
-        free(f.p);
-        return -1;
-    }
+    rc = fuzz_seed_write(path, f.p, f.n, NULL, 0);
 
     free(f.p);
     free(g->kv.p);
@@ -734,7 +727,7 @@ write_gguf(const char *dir, const char *name, gguf_t *g, uint32_t version)
     free(g->data.p);
     memset(g, 0, sizeof(gguf_t));
 
-    return fclose(fp) == 0 ? 0 : -1;
+    return rc;
 }
 
 
@@ -965,6 +958,7 @@ every_type(gguf_t *g)
 static int
 copy_file(const char *from, const char *dir, const char *name)
 {
+    int     rc;
     char    path[4096], *buf;
     long    size;
     FILE   *fp;
@@ -996,19 +990,10 @@ copy_file(const char *from, const char *dir, const char *name)
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
 
-    fp = fopen(path, "wb");
-    if (fp == NULL || fwrite(buf, 1, (size_t) size, fp) != (size_t) size) {
-        perror(path);
-        if (fp != NULL) {
-            fclose(fp);
-        }
-        free(buf);
-        return 0;
-    }
-
+    rc = fuzz_seed_write(path, buf, (size_t) size, NULL, 0);
     free(buf);
 
-    return fclose(fp) == 0;
+    return rc == 0;
 }
 
 

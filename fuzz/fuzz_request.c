@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "llm_request.h"
+#include "fuzz_seed.h"
 
 
 #ifndef LLM_REQUEST_SEED_MAIN
@@ -516,26 +517,12 @@ static const struct {
 static int
 write_seed(const char *dir, int n, int flags, const char *p, size_t len)
 {
-    char   path[4096];
-    FILE  *fp;
+    char  path[4096], flag;
 
     snprintf(path, sizeof(path), "%s/seed-%d", dir, n);
+    flag = (char) flags;
 
-    fp = fopen(path, "wb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-
-    fputc(flags, fp);
-
-    if (len > 0 && fwrite(p, 1, len, fp) != len) {
-        perror(path);
-        fclose(fp);
-        return -1;
-    }
-
-    return fclose(fp) == 0 ? 0 : -1;
+    return fuzz_seed_write(path, &flag, 1, p, len);
 }
 
 

@@ -51,6 +51,7 @@
 #include <string.h>
 
 #include "llm_ring.h"
+#include "fuzz_seed.h"
 
 
 #define FUZZ_REGION_MAX  (1 << 20)
@@ -665,24 +666,11 @@ region(seed_t *sd, uint32_t n_slots, uint16_t slot)
 static int
 write_seed(const char *dir, const char *name, const seed_t *sd)
 {
-    char   path[4096];
-    FILE  *fp;
+    char  path[4096];
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
 
-    fp = fopen(path, "wb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-
-    if (fwrite(sd->p, 1, sd->n, fp) != sd->n) {
-        perror(path);
-        fclose(fp);
-        return -1;
-    }
-
-    return fclose(fp) == 0 ? 0 : -1;
+    return fuzz_seed_write(path, sd->p, sd->n, NULL, 0);
 }
 
 

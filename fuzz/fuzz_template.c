@@ -23,6 +23,8 @@
 
 #include "llm_template.h"
 
+#include "fuzz_seed.h"
+
 
 #ifndef LLM_TEMPLATE_SEED_MAIN
 
@@ -130,25 +132,12 @@ static const char *const  seeds[] = {
 };
 
 
+/* the template (a C string), then, with messages, its NUL and them */
 static int
 write_file(const char *path, const char *a, size_t alen, const char *b,
     size_t blen)
 {
-    FILE  *fp;
-
-    fp = fopen(path, "wb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-
-    fwrite(a, 1, alen, fp);
-    if (b != NULL) {
-        fputc('\0', fp);
-        fwrite(b, 1, blen, fp);
-    }
-
-    return fclose(fp) == 0 ? 0 : -1;
+    return fuzz_seed_write(path, a, b != NULL ? alen + 1 : alen, b, blen);
 }
 
 

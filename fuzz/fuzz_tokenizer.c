@@ -35,6 +35,9 @@
 
 #include "llm_tokenizer.h"
 
+#include "fuzz_seed.h"
+#include "../t/unit/utf8_check.h"
+
 
 #define SEP  "\n__ggml_vocab_test__\n"
 
@@ -66,47 +69,6 @@ typedef struct {
 
 static vocab_t  vocabs[MAX_VOCABS];
 static int      n_vocabs;
-
-
-static int
-valid_utf8(const unsigned char *p, size_t n)
-{
-    size_t  need;
-
-    for (size_t i = 0; i < n; i += need) {
-        if (p[i] < 0x80) {
-            need = 1;
-        } else if (p[i] >= 0xc2 && p[i] <= 0xdf) {
-            need = 2;
-        } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
-            need = 3;
-        } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
-            need = 4;
-        } else {
-            return 0;
-        }
-
-        if (need > n - i) {
-            return 0;
-        }
-
-        for (size_t j = 1; j < need; j++) {
-            if ((p[i + j] & 0xc0) != 0x80) {
-                return 0;
-            }
-        }
-
-        if ((p[i] == 0xe0 && p[i + 1] < 0xa0)
-            || (p[i] == 0xed && p[i + 1] > 0x9f)
-            || (p[i] == 0xf0 && p[i + 1] < 0x90)
-            || (p[i] == 0xf4 && p[i + 1] > 0x8f))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
 
 
 /*
@@ -278,7 +240,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     llm_detok_t   d;
     const vocab_t  *v;
 
-    utf8 = valid_utf8(data, size);
+    utf8 = utf8_whole((const char *) data, size);
 
     for (int i = 0; i < n_vocabs; i++) {
         v = &vocabs[i];
@@ -326,7 +288,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             k = j < n ? llm_detok_push(&d, v->t, ids[j], chunk, cap)
                       : llm_detok_flush(&d, chunk, cap);
 
-            if (k > cap || !valid_utf8((unsigned char *) chunk, k)) {
+            if (k > cap || !utf8_whole(chunk, k)) {
                 fprintf(stderr, "%s: the detokenizer emitted a split or "
                         "invalid character\n", v->name);
                 abort();
@@ -361,24 +323,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 static int
 write_seed(const char *dir, int n, const char *p, size_t len)
 {
-    char   path[4096];
-    FILE  *fp;
+    char  path[4096];
 
     snprintf(path, sizeof(path), "%s/seed-%d", dir, n);
 
-    fp = fopen(path, "wb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-
-    if (len > 0 && fwrite(p, 1, len, fp) != len) {
-        perror(path);
-        fclose(fp);
-        return -1;
-    }
-
-    return fclose(fp) == 0 ? 0 : -1;
+    return fuzz_seed_write(path, p, len, NULL, 0);
 }
 
 
