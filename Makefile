@@ -87,6 +87,62 @@ $(BUILD)/t/test_kernels: t/gpu/test_kernels.c t/unit/tap.h $(LIB_OBJS) \
 	    -isystem $(CUDA_HOME)/include $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
 	    $(LDLIBS)
 
+# The CPU emulator of CUDA (t/gpu/emu/README.md.md): the kernels, the CUDA
+# backend and NCCL's all-reduce compiled against its headers, so that
+# they run (slowly, with the device's checks) on a machine without a
+# GPU: $(BUILD)/emu/llm-engine serves with --backend cuda, and
+# $(BUILD)/emu/test_kernels holds every kernel to its CPU twin.  Built
+# by default on x86-64 (the fibers switch in x86-64 assembly), not under
+# SAN=1 (ASan does not follow the fibers' stacks).
+CXX       ?= c++
+EMU       ?= $(if $(filter 1,$(SAN)),0,$(if $(filter x86_64,$(shell uname -m)),1,0))
+EMU_DIR    = $(BUILD)/emu
+EMU_FLAGS  = -O2 -g -pthread -fno-strict-aliasing -Wall -Wextra -Werror \
+             -It/gpu/emu/include -Ikernels -Iengine -Iengine/proto
+EMU_KOBJS := $(patsubst kernels/%.cu,$(EMU_DIR)/kernels/%.o, \
+                        $(wildcard kernels/*.cu))
+EMU_OBJS   = $(patsubst engine/%.c,$(EMU_DIR)/engine/%.o,$(CUDA_C)) \
+             $(EMU_KOBJS) $(EMU_DIR)/emu.o
+EMU_BASE   = $(filter-out $(patsubst engine/%.c,$(BUILD)/engine/%.o, \
+                                     $(CUDA_C) engine/main.c), \
+                          $(patsubst engine/%.c,$(BUILD)/engine/%.o, \
+                                     $(ENGINE_SRCS)))
+EMU_HDRS  := $(wildcard t/gpu/emu/*.h t/gpu/emu/include/*.h) $(CUDA_DEPS)
+
+ifeq ($(EMU),1)
+all: emu
+endif
+
+.PHONY: emu
+emu: $(EMU_DIR)/llm-engine $(EMU_DIR)/test_kernels
+
+$(EMU_DIR)/kernels/%.cc: kernels/%.cu t/gpu/emu/emu-cu.pl
+	@mkdir -p $(dir $@)
+	perl t/gpu/emu/emu-cu.pl $< > $@.tmp && mv $@.tmp $@
+
+$(EMU_DIR)/kernels/%.o: $(EMU_DIR)/kernels/%.cc $(EMU_HDRS)
+	$(CXX) -std=c++17 $(EMU_FLAGS) -Wno-unknown-pragmas \
+	    -include t/gpu/emu/emu_device.h \
+	    -c -o $@ $<
+
+$(EMU_DIR)/emu.o: t/gpu/emu/emu.cc $(EMU_HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 $(EMU_FLAGS) -c -o $@ $<
+
+$(EMU_DIR)/engine/%.o: engine/%.c $(EMU_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DLLM_CUDA -It/gpu/emu/include -Ikernels \
+	    -c -o $@ $<
+
+$(EMU_DIR)/llm-engine: $(BUILD)/engine/main.o $(EMU_BASE) $(EMU_OBJS)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(EMU_DIR)/test_kernels: t/gpu/test_kernels.c t/unit/tap.h $(EMU_BASE) \
+                         $(EMU_OBJS)
+	$(CC) $(ALL_CFLAGS) -DLLM_CUDA -It/unit -Ikernels -It/gpu/emu/include \
+	    -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(EMU_BASE) $(EMU_OBJS) $(LDLIBS)
+
 $(FLAVOR):
 	@mkdir -p $(BUILD) && rm -f $(BUILD)/.flavor-* && touch $@
 

@@ -162,7 +162,7 @@ static int llm_cuda_gemm(llm_cuda_t *c, float *out, int ldo,
     const void *x, cudaDataType_t xt, int n, const void *w,
     cudaDataType_t wt, int rows, int cols, int ldw);
 static int llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n,
-    const llm_mat_t *w);
+    int batch, const llm_mat_t *w);
 static void llm_cuda_failed(llm_cuda_t *c, int rc);
 static int llm_cuda_report(llm_cuda_t *c, llm_err_t *err);
 static llm_stream_t llm_cuda_stream(llm_cuda_t *c);
@@ -972,9 +972,14 @@ llm_cuda_gemm(llm_cuda_t *c, float *out, int ldo, const void *x,
 }
 
 
-/* out (n, w->rows) = x (n, w->cols) W^T on the device, by type */
+/*
+ * out (n, w->rows) = x (n, w->cols) W^T on the device, by type; the
+ * kernel is chosen by batch, the rows of the whole product that these n
+ * are part of, so that a product done in parts computes each row as the
+ * whole would
+ */
 static int
-llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n,
+llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n, int batch,
     const llm_mat_t *w)
 {
     int             slice, rows;
@@ -1019,7 +1024,7 @@ llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n,
         return LLM_CUDA_FAILED;
     }
 
-    if (n <= LLM_CUDA_GEMV_MAX) {
+    if (batch <= LLM_CUDA_GEMV_MAX) {
         return llm_cuda_gemv(out, x, n, w->data, w->type, w->rows, w->cols,
                              w->row_bytes, llm_cuda_stream(c));
     }
@@ -1062,7 +1067,7 @@ llm_cuda_matmul(llm_backend_t *be, float *out, const float *x, int n,
 {
     llm_cuda_t  *c = llm_cuda_op(be);
 
-    llm_cuda_failed(c, llm_cuda_mm(c, out, x, n, w));
+    llm_cuda_failed(c, llm_cuda_mm(c, out, x, n, n, w));
 }
 
 
@@ -1087,7 +1092,8 @@ llm_cuda_matmul_host(llm_backend_t *be, float *out, const float *x, int n,
         k = n - t < LLM_CUDA_STAGE_ROWS ? n - t : LLM_CUDA_STAGE_ROWS;
         bytes = (size_t) k * (size_t) w->rows * sizeof(float);
 
-        if (llm_cuda_mm(c, c->d_stage, x + (size_t) t * w->cols, k, w) != 0)
+        if (llm_cuda_mm(c, c->d_stage, x + (size_t) t * w->cols, k, n, w)
+            != 0)
         {
             llm_cuda_failed(c, LLM_CUDA_FAILED);
             return;

@@ -259,7 +259,7 @@ e2e() {
     port=$(python3 -c 'import socket; s = socket.socket();
 s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-    sed -e "s|@MODULE@|$PWD/$BIN/ngx_http_llm_module.so|g" \
+    sed -e "s|@MODULE@|$(cd "$BIN" && pwd)/ngx_http_llm_module.so|g" \
         -e "s|@SOCKET@|$dir/engine.sock|g" \
         -e "s|@PREFIX@|$dir|g" \
         -e "s|@PORT@|$port|g" \
