@@ -87,7 +87,7 @@ $(BUILD)/t/test_kernels: t/gpu/test_kernels.c t/unit/tap.h $(LIB_OBJS) \
 	    -isystem $(CUDA_HOME)/include $(LDFLAGS) -o $@ $< $(LIB_OBJS) \
 	    $(LDLIBS)
 
-# The CPU emulator of CUDA (t/gpu/emu/README.md.md): the kernels, the CUDA
+# The CPU emulator of CUDA (t/gpu/emu/README.md): the kernels, the CUDA
 # backend and NCCL's all-reduce compiled against its headers, so that
 # they run (slowly, with the device's checks) on a machine without a
 # GPU: $(BUILD)/emu/llm-engine serves with --backend cuda, and

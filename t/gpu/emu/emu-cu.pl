@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Copyright (C) ngx_llm developers
 #
-# A kernel file (.cu) as the CPU emulator compiles it (t/gpu/emu/README.md.md):
+# A kernel file (.cu) as the CPU emulator compiles it (t/gpu/emu/README.md):
 # launches k<<<grid, block[, smem[, stream]]>>>(args) become
 # llm_emu_launch_k(llm_emu_cfg_of(grid, ...), "k", k, args), and
 # "extern __shared__ T name[];" a pointer to the launch's dynamic shared

@@ -2,7 +2,7 @@
  * Copyright (C) ngx_llm developers
  *
  * The CPU emulator of the CUDA runtime, cuBLAS and NCCL calls the
- * project makes (t/gpu/emu/README.md.md).  It runs the kernels and the CUDA
+ * project makes (t/gpu/emu/README.md).  It runs the kernels and the CUDA
  * backend on a machine without a GPU, to find what a GPU would fault
  * on or compute differently before a GPU is lent:
  *

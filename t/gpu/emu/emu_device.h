@@ -2,7 +2,7 @@
  * Copyright (C) ngx_llm developers
  *
  * Included first in every kernel file the CPU emulator builds
- * (t/gpu/emu/README.md.md): the CUDA C++ the kernels use, as plain C++.
+ * (t/gpu/emu/README.md): the CUDA C++ the kernels use, as plain C++.
  * A kernel is an ordinary function; each CUDA thread of a block runs
  * it on a fiber of its own (emu.cc), so that __syncthreads and the
  * warp shuffles wait for the others as on the device.  __shared__

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * The CPU emulator's cuBLAS (t/gpu/emu/README.md.md): the calls the project
+ * The CPU emulator's cuBLAS (t/gpu/emu/README.md): the calls the project
  * makes, column-major as cuBLAS defines them, computed plainly in f32.
  */
 

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * The CPU emulator's bfloat16 (t/gpu/emu/README.md.md): storage and the
+ * The CPU emulator's bfloat16 (t/gpu/emu/README.md): storage and the
  * conversions the kernels use, rounding to nearest even.
  */
 

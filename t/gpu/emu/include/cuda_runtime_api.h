@@ -1,7 +1,7 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * The CPU emulator's CUDA runtime (t/gpu/emu/README.md.md): the part of
+ * The CPU emulator's CUDA runtime (t/gpu/emu/README.md): the part of
  * cuda_runtime_api.h the project uses, with the same names, so that the
  * engine's CUDA code and the kernels compile unchanged against it and
  * run on a machine without a GPU.  Semantics, not speed: see emu.cc.

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * The CPU emulator's NCCL (t/gpu/emu/README.md.md): communicators of one
+ * The CPU emulator's NCCL (t/gpu/emu/README.md): communicators of one
  * process, all-reduce summed in rank order.
  */
 
