@@ -114,7 +114,7 @@ all: emu
 endif
 
 .PHONY: emu
-emu: $(EMU_DIR)/llm-engine $(EMU_DIR)/test_kernels
+emu: $(EMU_DIR)/llm-engine $(EMU_DIR)/test_kernels $(EMU_DIR)/test_emu
 
 $(EMU_DIR)/kernels/%.cc: kernels/%.cu t/gpu/emu/emu-cu.pl
 	@mkdir -p $(dir $@)
@@ -124,6 +124,16 @@ $(EMU_DIR)/kernels/%.o: $(EMU_DIR)/kernels/%.cc $(EMU_HDRS)
 	$(CXX) -std=c++17 $(EMU_FLAGS) -Wno-unknown-pragmas \
 	    -include t/gpu/emu/emu_device.h \
 	    -c -o $@ $<
+
+$(EMU_DIR)/test_emu.cc: t/gpu/emu/test_emu.cu t/gpu/emu/emu-cu.pl
+	@mkdir -p $(dir $@)
+	perl t/gpu/emu/emu-cu.pl $< > $@.tmp && mv $@.tmp $@
+
+$(EMU_DIR)/test_emu: $(EMU_DIR)/test_emu.cc t/unit/tap.h $(EMU_HDRS) \
+                     $(EMU_BASE) $(EMU_OBJS)
+	$(CXX) -std=c++17 $(EMU_FLAGS) -Wno-unknown-pragmas -It/unit \
+	    -include t/gpu/emu/emu_device.h -o $@ $< $(EMU_BASE) \
+	    $(EMU_OBJS) $(LDLIBS)
 
 $(EMU_DIR)/emu.o: t/gpu/emu/emu.cc $(EMU_HDRS)
 	@mkdir -p $(dir $@)

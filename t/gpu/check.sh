@@ -25,6 +25,9 @@
 # place, to try the script itself on a machine without one (LLM_BUILD:
 # where stage takes the programs from, build/ by default;
 # LLM_GPU_PRESET and LLM_GPU_BENCH: a smaller bench for such a try).
+# t/gpu/emu-check.t runs it with the CUDA emulator's programs in
+# LLM_GPU_BIN (t/gpu/emu/README.md) and the fixtures, uncompressed, in
+# LLM_GPU_FIXTURES.
 
 set -uo pipefail
 
@@ -131,7 +134,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total \
 cat > "$WORK/cmp.py" <<'PY'
 import gzip, json, math, sys
 
-ref = json.load(gzip.open(sys.argv[1], "rt"))
+ref = json.load((gzip.open if sys.argv[1].endswith(".gz") else open)(
+    sys.argv[1], "rt"))
 gpu = json.load(open(sys.argv[2]))["logits"]
 cpu = json.load(open(sys.argv[3]))["logits"]
 tol, share = float(sys.argv[4]), float(sys.argv[5])
@@ -169,7 +173,8 @@ PY
 cat > "$WORK/tokens.py" <<'PY'
 import gzip, json, sys
 
-ref = json.load(gzip.open(sys.argv[1], "rt"))
+ref = json.load((gzip.open if sys.argv[1].endswith(".gz") else open)(
+    sys.argv[1], "rt"))
 print(",".join(map(str, ref["prompt_tokens"] + ref["greedy_tokens"][:-1])))
 PY
 
@@ -196,6 +201,7 @@ echo "== fixture logits on --backend $BE"
 for spec in "${MODELS[@]}"; do
     read -r m tol share <<< "$spec"
     ref=$FIX/ref/$m.p2.json.gz
+    [ -f "$ref" ] || ref=$FIX/ref/$m.p2.json
     toks=$(python3 "$WORK/tokens.py" "$ref")
 
     for side in gpu cpu; do

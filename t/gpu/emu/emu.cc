@@ -24,7 +24,8 @@
  *     fails with it.
  *
  * Environment: LLM_EMU_GPUS (devices, 1), LLM_EMU_MEM_MB (memory of
- * each, 16384), LLM_EMU_TRACE=1 (each launch on stderr).
+ * each, 16384), LLM_EMU_TRACE=1 (each launch on stderr), LLM_EMU_QUIET=1
+ * (nothing on stderr: for tests that provoke the faults).
  */
 
 #include <errno.h>
@@ -167,6 +168,7 @@ static cudaError_t                         llm_emu_sticky;
 static int                                 llm_emu_n_gpus = -1;
 static size_t                              llm_emu_mem;
 static int                                 llm_emu_trace;
+static int                                 llm_emu_quiet;
 
 static thread_local int                    llm_emu_device;
 static thread_local cudaError_t            llm_emu_last;
@@ -213,6 +215,9 @@ llm_emu_init(void)
     v = getenv("LLM_EMU_TRACE");
     llm_emu_trace = v != NULL && strcmp(v, "1") == 0;
 
+    v = getenv("LLM_EMU_QUIET");
+    llm_emu_quiet = v != NULL && strcmp(v, "1") == 0;
+
     for (int i = 0; i < llm_emu_n_gpus; i++) {
         llm_emu_legacy[i] = new llm_emu_stream_s();
         llm_emu_legacy[i]->device = i;
@@ -229,6 +234,10 @@ llm_emu_say(const char *fmt, ...)
 {
     va_list  ap;
     char     buf[1024];
+
+    if (llm_emu_quiet) {
+        return;
+    }
 
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
