@@ -2,7 +2,7 @@
  * Copyright (C) ngx_llm developers
  *
  * llm-engine bench --model M [--threads N] [--prompt-tokens P]
- *                  [--gen-tokens G] [--reps R] [--bw-mb MB]
+ *                  [--gen-tokens G] [--reps R] [--bw-mb MB] [--seqs S]
  *                  [--backend cpu|cuda|auto] [--device N] [--tp N]
  *
  * Decoding one token reads every weight once, so its rate is bounded by
@@ -15,6 +15,13 @@
  * ceiling and the decode rate's share of it; the last line sums it up
  * as key=value pairs for scripts (bench/cpu.sh).  On a GPU the host's
  * bandwidth says nothing, so there is no ceiling (0 in the last line).
+ *
+ * --seqs S (more than 1) adds the serving shape: S sequences of P
+ * prompt tokens prefilled in batches through the paged pool, then G
+ * steps decoding all S at once (greedy, on the host, as the server
+ * does without the sample hook), best of R: the decode rate is S x G
+ * generated tokens over the decode steps' time, the total rate
+ * S x (P + G) tokens over both.
  */
 
 #include <errno.h>
@@ -46,6 +53,7 @@ typedef struct {
     long             bw_mb;
     long             device;
     long             tp;
+    long             seqs;
     const char      *backend;
 } llm_bench_opts_t;
 
@@ -58,6 +66,8 @@ typedef struct {
 
 
 static int llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o);
+static int llm_bench_seqs(llm_model_t *m, const llm_bench_opts_t *o,
+    const int32_t *prompt, double *prefill, double *decode, double *all);
 static double llm_bench_bandwidth(size_t len, int passes);
 static void llm_bw_task(void *arg, int64_t task, int thread);
 static size_t llm_bench_weight_bytes(const llm_model_t *m, char *types,
@@ -78,6 +88,7 @@ llm_bench_main(int argc, char **argv)
     float               *logits;
     double               bw, bw2, prefill, decode, t, ceiling, c0;
     double               prefill_cpu, decode_cpu, share;
+    double               b_prefill, b_decode, b_all;
     size_t               wbytes;
     int32_t             *tokens, next;
     uint64_t             t0, rng;
@@ -242,6 +253,22 @@ llm_bench_main(int argc, char **argv)
         }
     }
 
+    b_prefill = 0.0;
+    b_decode = 0.0;
+    b_all = 0.0;
+
+    if (o.seqs > 1) {
+        if (llm_bench_seqs(m, &o, tokens, &b_prefill, &b_decode, &b_all)
+            != LLM_OK)
+        {
+            goto done;
+        }
+
+        printf("batch     %ld sequences of %ld + %ld tokens: prefill %.1f "
+               "tok/s, decode %.1f tok/s, all %.1f tok/s (best of %ld)\n",
+               o.seqs, o.prompt, o.gen, b_prefill, b_decode, b_all, o.reps);
+    }
+
     bw2 = host ? llm_bench_bandwidth((size_t) o.bw_mb << 20, 5) : 0.0;
     bw = bw2 > bw ? bw2 : bw;
 
@@ -253,8 +280,10 @@ llm_bench_main(int argc, char **argv)
         printf("decode    %ld tokens: %.2f tok/s (best of %ld)\n", o.gen,
                decode, o.reps);
         printf("result backend=%s tp=%d weights_mb=%.1f decode_tps=%.2f "
-               "prefill_tps=%.2f\n", llm_model_backend(m), llm_model_tp(m),
-               wbytes / 1e6, decode, prefill);
+               "prefill_tps=%.2f seqs=%ld batch_prefill_tps=%.2f "
+               "batch_decode_tps=%.2f batch_tps=%.2f\n",
+               llm_model_backend(m), llm_model_tp(m), wbytes / 1e6, decode,
+               prefill, o.seqs, b_prefill, b_decode, b_all);
         rc = 0;
         goto done;
     }
@@ -270,10 +299,12 @@ llm_bench_main(int argc, char **argv)
            100.0 * decode / ceiling, ceiling);
     printf("result threads=%d cpu=%s weights_mb=%.1f bw_gbs=%.2f "
            "ceiling_tps=%.2f decode_tps=%.2f ratio=%.3f prefill_tps=%.2f "
-           "decode_ran=%.2f prefill_ran=%.2f\n",
+           "decode_ran=%.2f prefill_ran=%.2f seqs=%ld batch_prefill_tps=%.2f "
+           "batch_decode_tps=%.2f batch_tps=%.2f\n",
            llm_threads_count(), llm_quant_level_name(llm_quant_level()),
            wbytes / 1e6, bw / 1e9, ceiling, decode, decode / ceiling,
-           prefill, decode_cpu, prefill_cpu);
+           prefill, decode_cpu, prefill_cpu, o.seqs, b_prefill, b_decode,
+           b_all);
 
     rc = 0;
 
@@ -342,6 +373,10 @@ llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o)
             dst = &o->gen;
             max = 1 << 20;
 
+        } else if (strcmp(name, "--seqs") == 0) {
+            dst = &o->seqs;
+            max = 4096;
+
         } else if (strcmp(name, "--reps") == 0) {
             dst = &o->reps;
             max = 1000;
@@ -369,6 +404,147 @@ llm_bench_parse(int argc, char **argv, llm_bench_opts_t *o)
     }
 
     return LLM_OK;
+}
+
+
+/*
+ * S sequences through one pool, as the server batches them: each gets
+ * the prompt with its first token changed (no two share a prefix), the
+ * prompts prefilled in batches of whole sequences up to the model's
+ * batch, then G decode steps of all S.
+ */
+static int
+llm_bench_seqs(llm_model_t *m, const llm_bench_opts_t *o,
+    const int32_t *prompt, double *prefill, double *decode, double *all)
+{
+    int               rc, n_vocab, bs, per, n_seqs, first, batch;
+    float            *logits;
+    double            t;
+    int32_t          *blocks, *toks, *next;
+    uint64_t          t0, t_pre, t_dec;
+    llm_err_t         err;
+    llm_kv_pool_t    *pool;
+    llm_batch_seq_t  *seqs;
+
+    memset(&err, 0, sizeof(err));
+
+    n_seqs = (int) o->seqs;
+    n_vocab = llm_model_config(m)->n_vocab;
+    bs = 16;
+    per = (int) ((o->prompt + o->gen + bs - 1) / bs);
+    rc = LLM_ERR;
+
+    /* the steps decode all of them at once */
+    if (n_seqs > llm_model_max_batch(m)
+        && llm_model_set_max_batch(m, n_seqs, &err) != LLM_OK)
+    {
+        return llm_bench_fail("%s", err.errstr);
+    }
+
+    batch = llm_model_max_batch(m);
+
+    pool = llm_kv_pool_new(m, n_seqs * per, bs, &err);
+    seqs = calloc((size_t) n_seqs, sizeof(llm_batch_seq_t));
+    blocks = malloc((size_t) n_seqs * per * sizeof(int32_t));
+    toks = malloc((size_t) n_seqs * o->prompt * sizeof(int32_t));
+    next = malloc((size_t) n_seqs * sizeof(int32_t));
+    logits = malloc((size_t) n_seqs * n_vocab * sizeof(float));
+
+    if (pool == NULL || seqs == NULL || blocks == NULL || toks == NULL
+        || next == NULL || logits == NULL)
+    {
+        llm_bench_fail("%s", pool == NULL ? err.errstr : "out of memory");
+        goto done;
+    }
+
+    for (int i = 0; i < n_seqs * per; i++) {
+        blocks[i] = i;
+    }
+
+    for (int i = 0; i < n_seqs; i++) {
+        memcpy(toks + (size_t) i * o->prompt, prompt,
+               (size_t) o->prompt * sizeof(int32_t));
+        toks[(size_t) i * o->prompt] = 3 + i % (n_vocab - 3);
+    }
+
+    for (long r = 0; r < o->reps; r++) {
+        t0 = llm_now_us();
+
+        for (int i = 0; i < n_seqs; i = first) {
+            /* whole sequences up to the batch, at least one */
+            for (first = i; first < n_seqs; first++) {
+                if (first > i
+                    && (long) (first - i + 1) * o->prompt > batch)
+                {
+                    break;
+                }
+
+                seqs[first].tokens = toks + (size_t) first * o->prompt;
+                seqs[first].n_tokens = (int) o->prompt;
+                seqs[first].pos = 0;
+                seqs[first].blocks = blocks + (size_t) first * per;
+                seqs[first].n_blocks = per;
+                seqs[first].logits = logits + (size_t) first * n_vocab;
+            }
+
+            if (llm_model_forward_batch(m, pool, seqs + i, first - i, &err)
+                != LLM_OK)
+            {
+                llm_bench_fail("%s", err.errstr);
+                goto done;
+            }
+        }
+
+        t_pre = llm_now_us() - t0 + 1;
+        t0 = llm_now_us();
+
+        for (long g = 0; g < o->gen; g++) {
+            for (int i = 0; i < n_seqs; i++) {
+                const float  *l = logits + (size_t) i * n_vocab;
+
+                next[i] = 0;
+                for (int v = 1; v < n_vocab; v++) {
+                    if (l[v] > l[next[i]]) {
+                        next[i] = v;
+                    }
+                }
+
+                seqs[i].tokens = &next[i];
+                seqs[i].n_tokens = 1;
+                seqs[i].pos = (int) (o->prompt + g);
+            }
+
+            if (llm_model_forward_batch(m, pool, seqs, n_seqs, &err)
+                != LLM_OK)
+            {
+                llm_bench_fail("%s", err.errstr);
+                goto done;
+            }
+        }
+
+        t_dec = llm_now_us() - t0 + 1;
+
+        t = (double) n_seqs * o->prompt * 1e6 / (double) t_pre;
+        *prefill = t > *prefill ? t : *prefill;
+        t = (double) n_seqs * o->gen * 1e6 / (double) t_dec;
+        *decode = t > *decode ? t : *decode;
+        t = (double) n_seqs * (o->prompt + o->gen) * 1e6
+            / (double) (t_pre + t_dec);
+        *all = t > *all ? t : *all;
+    }
+
+    rc = LLM_OK;
+
+done:
+
+    free(logits);
+    free(next);
+    free(toks);
+    free(blocks);
+    free(seqs);
+    llm_kv_pool_free(pool);
+
+    return rc;
 }
 
 

@@ -14,7 +14,9 @@
  * Q6_K for output and ffn_down, as llama.cpp's Q4_K_M files mostly
  * are).  Like llama.cpp's files, q4_0 keeps output in Q6_K, and a
  * k-quant falls back to Q8_0 for rows that are not whole 256-blocks.
- * Norms and biases are F32.
+ * Norms and biases are F32.  Rows are made by every CPU at once, each
+ * from a generator seeded by (seed, tensor, row), so that the file is
+ * the same whatever the threads.
  */
 
 #include <errno.h>
@@ -25,10 +27,12 @@
 
 #include "llm_gguf.h"
 #include "llm_quant.h"
+#include "llm_threads.h"
 
 
 #define GW_ALIGN      32
 #define GW_MAX_TENS   (16 * 1024)
+#define GW_CHUNK      (16 << 20)    /* bytes of rows made at once */
 
 
 typedef struct {
@@ -95,7 +99,20 @@ static void gw_kv_u32(FILE *f, const char *key, uint32_t v);
 static void gw_kv_f32(FILE *f, const char *key, float v);
 static void gw_kv_bool(FILE *f, const char *key, int v);
 static int gw_pad(FILE *f, uint64_t *pos);
-static float gw_random(void);
+static float gw_random(uint64_t *state);
+static void gw_row_task(void *arg, int64_t task, int thread);
+
+
+/* rows r0.. of one tensor, made by the threads */
+typedef struct {
+    const gw_tensor_t  *t;
+    int                 index;      /* of the tensor */
+    int64_t             r0;
+    size_t              rb;         /* bytes per row */
+    int64_t             max_cols;   /* floats per thread in rows */
+    uint8_t            *out;
+    float              *rows;       /* per thread: ne[0] floats */
+} gw_chunk_t;
 
 
 int
@@ -107,6 +124,7 @@ main(int argc, char **argv)
     uint32_t            base;
     gw_preset_t         p;
     const char         *preset, *type, *out;
+    llm_err_t           err;
     const gw_preset_t  *pp;
 
     preset = "tinyllama";
@@ -238,18 +256,25 @@ main(int argc, char **argv)
         }
     }
 
+    if (llm_threads_init(0, &err) != LLM_OK) {
+        fprintf(stderr, "gguf-write: %s (one thread)\n", err.errstr);
+    }
+
     f = fopen(out, "wb");
     if (f == NULL) {
         fprintf(stderr, "gguf-write: %s: %s\n", out, strerror(errno));
+        llm_threads_free();
         return 1;
     }
 
     if (gw_write(f, &p) != 0 || fclose(f) != 0) {
         fprintf(stderr, "gguf-write: %s: %s\n", out, strerror(errno));
         remove(out);
+        llm_threads_free();
         return 1;
     }
 
+    llm_threads_free();
     return 0;
 }
 
@@ -345,8 +370,9 @@ gw_write(FILE *f, const gw_preset_t *p)
 {
     int       n_kv, n_vocab;
     char      piece[32], key[128];
-    float    *row;
-    void     *packed;
+    float    *rows;
+    uint8_t  *out;
+    int64_t   n_rows;
     uint64_t  pos, off;
     int64_t   max_cols;
 
@@ -450,43 +476,52 @@ gw_write(FILE *f, const gw_preset_t *p)
         return -1;
     }
 
-    row = malloc((size_t) max_cols * sizeof(float));
-    packed = malloc((size_t) max_cols * sizeof(float));
-    if (row == NULL || packed == NULL) {
-        free(row);
-        free(packed);
+    /* each row from a generator of its own, so that the threads make
+     * the same file as one would */
+    rows = malloc((size_t) llm_threads_count() * max_cols * sizeof(float));
+    out = malloc(GW_CHUNK + (size_t) max_cols * sizeof(float));
+    if (rows == NULL || out == NULL) {
+        free(rows);
+        free(out);
         errno = ENOMEM;
         return -1;
     }
 
     for (int i = 0; i < gw_n_tensors; i++) {
-        gw_tensor_t  *t = &gw_tensors[i];
-        size_t        rb = llm_ggml_row_size(t->type, t->ne[0]);
+        gw_chunk_t  ch;
 
-        for (int64_t r = 0; r < t->ne[1]; r++) {
-            for (int64_t c = 0; c < t->ne[0]; c++) {
-                row[c] = t->base + t->scale * gw_random();
-            }
+        ch.t = &gw_tensors[i];
+        ch.index = i;
+        ch.rb = llm_ggml_row_size(ch.t->type, ch.t->ne[0]);
+        ch.max_cols = max_cols;
+        ch.out = out;
+        ch.rows = rows;
+        n_rows = (int64_t) (GW_CHUNK / ch.rb);
+        n_rows = n_rows < 1 ? 1 : n_rows;
 
-            (void) llm_quantize_row(t->type, row, packed, t->ne[0]);
+        for (ch.r0 = 0; ch.r0 < ch.t->ne[1]; ch.r0 += n_rows) {
+            int64_t  n = ch.t->ne[1] - ch.r0 < n_rows ? ch.t->ne[1] - ch.r0
+                                                      : n_rows;
 
-            if (fwrite(packed, 1, rb, f) != rb) {
-                free(row);
-                free(packed);
+            llm_threads_run(gw_row_task, &ch, n);
+
+            if (fwrite(out, 1, (size_t) n * ch.rb, f) != (size_t) n * ch.rb) {
+                free(rows);
+                free(out);
                 return -1;
             }
         }
 
-        pos += t->nbytes;
+        pos += ch.t->nbytes;
         if (gw_pad(f, &pos) != 0) {
-            free(row);
-            free(packed);
+            free(rows);
+            free(out);
             return -1;
         }
     }
 
-    free(row);
-    free(packed);
+    free(rows);
+    free(out);
 
     return ferror(f) ? -1 : 0;
 }
@@ -566,16 +601,41 @@ gw_kv_bool(FILE *f, const char *key, int v)
 }
 
 
+static void
+gw_row_task(void *arg, int64_t task, int thread)
+{
+    float               *row;
+    uint64_t             st;
+    gw_chunk_t          *ch = arg;
+    const gw_tensor_t   *t = ch->t;
+
+    row = ch->rows + (size_t) thread * (size_t) ch->max_cols;
+
+    /* splitmix64 of the seed, the tensor and the row */
+    st = gw_rng + ((uint64_t) ch->index << 40) + (uint64_t) (ch->r0 + task);
+    st = (st ^ (st >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    st = (st ^ (st >> 27)) * 0x94d049bb133111ebULL;
+    st = (st ^ (st >> 31)) | 1;
+
+    for (int64_t c = 0; c < t->ne[0]; c++) {
+        row[c] = t->base + t->scale * gw_random(&st);
+    }
+
+    (void) llm_quantize_row(t->type, row, ch->out + (size_t) task * ch->rb,
+                            t->ne[0]);
+}
+
+
 /* roughly bell-shaped in -1..1: the mean of two uniforms, doubled */
 static float
-gw_random(void)
+gw_random(uint64_t *state)
 {
     uint64_t  r;
 
-    gw_rng ^= gw_rng << 13;
-    gw_rng ^= gw_rng >> 7;
-    gw_rng ^= gw_rng << 17;
-    r = gw_rng;
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    r = *state;
 
     return ((float) (r & 0xffffff) + (float) ((r >> 24) & 0xffffff))
            / (float) 0xffffff - 1.0f;

@@ -18,13 +18,16 @@
 # fixture models' logits on --backend cuda against llama.cpp's, at the
 # fixtures' tolerances, and against --backend cpu; greedy generation on
 # both; a completion and a stream through nginx with the engine on the
-# GPU; llm-engine bench --backend cuda on random files of TinyLlama's
-# shape.  Exits 1 if any check failed.
+# GPU; llm-engine bench --backend cuda on random files of the issue's
+# shapes (TinyLlama f16, Q4_0, Q8_0; Llama-3-8B f16 with a vocabulary of
+# 32000), one sequence and 64, each row with its target.  Exits 1 if
+# any check failed.
 #
 # LLM_GPU_BACKEND=cpu runs the same checks with the CPU in the GPU's
 # place, to try the script itself on a machine without one (LLM_BUILD:
 # where stage takes the programs from, build/ by default;
-# LLM_GPU_PRESET and LLM_GPU_BENCH: a smaller bench for such a try).
+# LLM_GPU_BENCH_SET=micro: seconds of bench instead of minutes, for
+# such a try).
 # t/gpu/emu-check.t runs it with the CUDA emulator's programs in
 # LLM_GPU_BIN (t/gpu/emu/README.md) and the fixtures, uncompressed, in
 # LLM_GPU_FIXTURES.
@@ -50,15 +53,16 @@ MODELS=(
     "tiny-qwen3-q4_k_m 5e-2 0.9"
 )
 
-# measured on an H200 (../shared/DESIGN.md): device copy, read + write
+# measured on an H200 (../shared/DESIGN.md): device copy, read + write;
+# the bf16 dense GEMM rate the issue measures prefill against
 H200_GBS=4268
+H200_TFLOPS=796
 
 STAGE=.gpu
 BIN=${LLM_GPU_BIN:-$STAGE/bin}
 FIX=${LLM_GPU_FIXTURES:-$STAGE/fixtures}
 BE=${LLM_GPU_BACKEND:-cuda}
-PRESET=${LLM_GPU_PRESET:-tinyllama}
-read -r -a BENCH <<< "${LLM_GPU_BENCH:---prompt-tokens 512 --gen-tokens 128 --reps 3}"
+BENCH_SET=${LLM_GPU_BENCH_SET:-issue}
 
 
 stage() {
@@ -337,42 +341,84 @@ s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 e2e
 
 
-echo "== bench on random files of $PRESET's shape"
+echo "== bench on random files of the issue's shapes"
 
-for t in q4_0 q8_0 f16; do
-    f=$WORK/$PRESET-$t.gguf
+# name, gguf-write arguments, bench arguments, then the targets (issue
+# 8, against llama.cpp's CUDA build on an H200): decode tok/s of one
+# sequence, decode tok/s of the batch, prefill tok/s (0: none)
+if [ "$BENCH_SET" = micro ]; then
+    RUNS=(
+        "micro-f16|--preset micro --type f16|--prompt-tokens 32 --gen-tokens 8 --reps 1 --seqs 4|0|0|0"
+        "micro-q4_0|--preset micro --type q4_0|--prompt-tokens 32 --gen-tokens 8 --reps 1|0|0|0"
+    )
+else
+    RUNS=(
+        "tinyllama-f16|--preset tinyllama --type f16|--prompt-tokens 128 --gen-tokens 128 --reps 3 --seqs 64|1452|35120|0"
+        "tinyllama-q4_0|--preset tinyllama --type q4_0|--prompt-tokens 128 --gen-tokens 128 --reps 3|1760|0|0"
+        "tinyllama-q8_0|--preset tinyllama --type q8_0|--prompt-tokens 128 --gen-tokens 128 --reps 3|0|0|0"
+        "llama3-8b-f16|--preset llama3-8b --vocab 32000 --type f16|--prompt-tokens 2048 --gen-tokens 128 --reps 2|265|0|27000"
+        "llama3-8b-f16|--preset llama3-8b --vocab 32000 --type f16|--prompt-tokens 128 --gen-tokens 128 --reps 1 --seqs 64|0|13700|0"
+    )
+fi
 
-    if ! timeout 240 "$BIN/gguf-write" --preset "$PRESET" --type "$t" \
+for spec in "${RUNS[@]}"; do
+    IFS='|' read -r name gw args t_one t_batch t_pre <<< "$spec"
+    f=$WORK/$name.gguf
+    read -r -a gwa <<< "$gw"
+    read -r -a ba <<< "$args"
+
+    # the same file for the runs that share it; made once
+    if [ ! -f "$f" ] && ! timeout 300 "$BIN/gguf-write" "${gwa[@]}" \
              --out "$f" > /dev/null
     then
-        failed "bench $PRESET $t" "gguf-write failed"
+        failed "bench $name" "gguf-write failed"
+        rm -f "$f"
         continue
     fi
 
-    timeout 180 "$BIN/llm-engine" bench --model "$f" --backend "$BE" \
-        "${BENCH[@]}" > "$WORK/bench" 2>&1
+    timeout 300 "$BIN/llm-engine" bench --model "$f" --backend "$BE" \
+        "${ba[@]}" > "$WORK/bench" 2>&1
     rc=$?
     cat "$WORK/bench"
-    rm -f "$f"
 
     res=$(sed -n 's/^result //p' "$WORK/bench")
 
     if [ "$rc" -ne 0 ] || [ -z "$res" ]; then
-        failed "bench $PRESET $t" "exit $rc"
+        failed "bench $name $args" "exit $rc"
         continue
     fi
 
     # decode reads every weight once a token: the ceiling is the
-    # device's bandwidth over the weights' bytes
-    row "bench $PRESET $t ($BE)" "$(awk -v bw="$H200_GBS" '{
+    # device's bandwidth over the weights' bytes; a prefill's work is
+    # 2 flops per weight per token against the bf16 GEMM rate
+    row "bench $name ($BE) ${args}" "$(awk -v bw="$H200_GBS" \
+        -v flops="$H200_TFLOPS" -v t1="$t_one" -v tb="$t_batch" \
+        -v tp="$t_pre" '
+    function target(got, want) {
+        if (want <= 0) return ""
+        return sprintf(" (target %d: %s)", want, got >= want ? "met" : "NOT met")
+    }
+    {
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         c = bw * 1000 / v["weights_mb"]
-        printf "decode %.1f tok/s = %.0f%% of %.0f (%.0f GB/s over %.0f " \
-               "MB), prefill %.0f tok/s\n", v["decode_tps"],
-               100 * v["decode_tps"] / c, c, bw, v["weights_mb"],
-               v["prefill_tps"]
+        s = sprintf("decode %.1f tok/s = %.0f%% of the %.0f ceiling%s",
+                    v["decode_tps"], 100 * v["decode_tps"] / c, c,
+                    target(v["decode_tps"], t1))
+        s = s sprintf("; prefill %.0f tok/s", v["prefill_tps"])
+        # f16 weights: 2 flops per 2 bytes of weights
+        g = 100 * v["prefill_tps"] * 1e6 * v["weights_mb"] / (flops * 1e12)
+        if (tp > 0)
+            s = s sprintf(" = %.1f%% of the GEMM rate%s", g,
+                          target(v["prefill_tps"], tp))
+        if (v["seqs"] > 1)
+            s = s sprintf("; %d sequences: decode %.0f tok/s%s, all %.0f tok/s",
+                          v["seqs"], v["batch_decode_tps"],
+                          target(v["batch_decode_tps"], tb), v["batch_tps"])
+        print s
     }' <<< "$res")"
 done
+
+rm -f "$WORK"/*.gguf
 
 
 echo

@@ -28,8 +28,7 @@ for my $f ("emu/llm-engine", "emu/test_kernels", "gguf-write",
 
 $ENV{LLM_GPU_BIN} = $bin;
 $ENV{LLM_GPU_FIXTURES} = Cwd::abs_path($fix);
-$ENV{LLM_GPU_PRESET} = 'micro';
-$ENV{LLM_GPU_BENCH} = '--prompt-tokens 32 --gen-tokens 8 --reps 1';
+$ENV{LLM_GPU_BENCH_SET} = 'micro';
 
 my $out = `bash t/gpu/check.sh 2>&1`;
 my $rc = $? >> 8;
