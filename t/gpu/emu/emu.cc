@@ -23,6 +23,12 @@
  *   - a kernel fault is sticky, as on the device: every later call
  *     fails with it.
  *
+ *   - the blocks of a grid run in a shuffled order, and the threads of
+ *     a block in a shuffled order between two waits, so that a kernel
+ *     that counts on an order the device does not promise computes
+ *     something else here (LLM_EMU_ORDER=forward: in order; LLM_EMU_SEED:
+ *     another shuffle).
+ *
  * Environment: LLM_EMU_GPUS (devices, 1), LLM_EMU_MEM_MB (memory of
  * each, 16384), LLM_EMU_TRACE=1 (each launch on stderr), LLM_EMU_QUIET=1
  * (nothing on stderr: for tests that provoke the faults).
@@ -169,6 +175,8 @@ static int                                 llm_emu_n_gpus = -1;
 static size_t                              llm_emu_mem;
 static int                                 llm_emu_trace;
 static int                                 llm_emu_quiet;
+static int                                 llm_emu_in_order;
+static uint64_t                            llm_emu_seed;
 
 static thread_local int                    llm_emu_device;
 static thread_local cudaError_t            llm_emu_last;
@@ -217,6 +225,12 @@ llm_emu_init(void)
 
     v = getenv("LLM_EMU_QUIET");
     llm_emu_quiet = v != NULL && strcmp(v, "1") == 0;
+
+    v = getenv("LLM_EMU_ORDER");
+    llm_emu_in_order = v != NULL && strcmp(v, "forward") == 0;
+
+    v = getenv("LLM_EMU_SEED");
+    llm_emu_seed = (v != NULL ? strtoull(v, NULL, 10) : 1) * 2 + 1;
 
     for (int i = 0; i < llm_emu_n_gpus; i++) {
         llm_emu_legacy[i] = new llm_emu_stream_s();
@@ -1420,6 +1434,8 @@ thread_local dim3          llm_emu_block_dim;
 thread_local dim3          llm_emu_grid_dim;
 
 static thread_local llm_emu_block      *llm_emu_blk;
+static thread_local uint64_t            llm_emu_rng;
+static thread_local std::vector<uint32_t>  llm_emu_perm;
 static thread_local std::vector<char>   llm_emu_smem;
 
 
@@ -1653,6 +1669,33 @@ llm_emu_dyn_smem(void)
 }
 
 
+/* 0..n-1 in the order the emulator runs them */
+static void
+llm_emu_order(std::vector<uint32_t> &v, uint32_t n)
+{
+    uint32_t  j, t;
+
+    v.resize(n);
+    for (uint32_t i = 0; i < n; i++) {
+        v[i] = i;
+    }
+
+    if (llm_emu_in_order) {
+        return;
+    }
+
+    for (uint32_t i = n; i > 1; i--) {
+        llm_emu_rng ^= llm_emu_rng << 13;
+        llm_emu_rng ^= llm_emu_rng >> 7;
+        llm_emu_rng ^= llm_emu_rng << 17;
+        j = (uint32_t) (llm_emu_rng % i);
+        t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+
 static void
 llm_emu_run_block(llm_emu_op *op, uint3 bi)
 {
@@ -1689,7 +1732,11 @@ llm_emu_run_block(llm_emu_op *op, uint3 bi)
     while (b->live > 0) {
         stuck = 1;
 
-        for (int i = 0; i < n; i++) {
+        llm_emu_order(llm_emu_perm, (uint32_t) n);
+
+        for (int k = 0; k < n; k++) {
+            int  i = (int) llm_emu_perm[k];
+
             if (b->lanes[i].state == LLM_EMU_RUN) {
                 llm_emu_enter(b, i);
                 stuck = 0;
@@ -1766,16 +1813,37 @@ llm_emu_run_kernel(llm_emu_op *op)
     llm_emu_block_dim = op->cfg.block;
     llm_emu_grid_dim = op->cfg.grid;
 
-    for (unsigned int z = 0; z < op->cfg.grid.z; z++) {
-        for (unsigned int y = 0; y < op->cfg.grid.y; y++) {
-            for (unsigned int x = 0; x < op->cfg.grid.x; x++) {
-                uint3  bi = { x, y, z };
+    /* each launch shuffles alike for a seed, whatever ran before */
+    llm_emu_rng = llm_emu_seed;
+    for (const char *c = op->name.c_str(); *c; c++) {
+        llm_emu_rng = (llm_emu_rng ^ (uint8_t) *c) * 0x100000001b3ULL;
+    }
+    llm_emu_rng |= 1;
 
-                llm_emu_run_block(op, bi);
+    {
+        std::vector<uint32_t>  blocks;
+        uint64_t               n_blocks;
+        dim3                   g = op->cfg.grid;
 
-                if (llm_emu_sticky != cudaSuccess) {
-                    return;
-                }
+        n_blocks = (uint64_t) g.x * g.y * g.z;
+
+        if (n_blocks > (1u << 28)) {
+            llm_emu_say("kernel %s: %llu blocks, more than the emulator runs",
+                        op->name.c_str(), (unsigned long long) n_blocks);
+            llm_emu_sticky = cudaErrorLaunchFailure;
+            return;
+        }
+
+        llm_emu_order(blocks, (uint32_t) n_blocks);
+
+        for (uint64_t k = 0; k < n_blocks; k++) {
+            uint32_t  i = blocks[k];
+            uint3     bi = { i % g.x, i / g.x % g.y, i / (g.x * g.y) };
+
+            llm_emu_run_block(op, bi);
+
+            if (llm_emu_sticky != cudaSuccess) {
+                return;
             }
         }
     }

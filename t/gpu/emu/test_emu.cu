@@ -139,6 +139,22 @@ k_bad_shuffle(float *out)
 }
 
 
+/* who writes last: what the device does not promise */
+static __global__ void
+k_last(int *out)
+{
+    __shared__ int  last;
+
+    last = (int) threadIdx.x;
+    __syncthreads();
+
+    if (threadIdx.x == 0) {
+        out[0] = (int) blockIdx.x;
+        out[1 + blockIdx.x] = last;
+    }
+}
+
+
 static __global__ void
 k_read(float *out, const float *in, int i)
 {
@@ -310,6 +326,20 @@ test_blocks(void)
     k_add<<<1, 2048>>>(dout, dx, 1);
     ok(cudaGetLastError() == cudaErrorInvalidConfiguration,
        "a block of 2048 threads is refused");
+
+    /* the orders: blocks and threads shuffled, so that a kernel that
+     * counts on one computes something else here */
+    k_last<<<64, 256>>>(dr);
+    cudaMemcpy(r, dr, 65 * sizeof(int), cudaMemcpyDeviceToHost);
+
+    wrong = 0;
+    for (int b = 0; b < 64; b++) {
+        wrong += r[1 + b] == 255;
+    }
+    ok(r[0] != 63, "the blocks run in a shuffled order (the last was %d)",
+       r[0]);
+    ok(wrong < 8, "the threads run in a shuffled order (%d of 64 blocks "
+       "had thread 255 last)", wrong);
 
     ok(cudaDeviceSynchronize() == cudaSuccess, "no fault so far");
 
