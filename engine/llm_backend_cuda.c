@@ -481,7 +481,16 @@ llm_cuda_upload(llm_backend_t *be, const void *host, size_t size,
 
         ch->size = size > LLM_CUDA_ARENA ? size : LLM_CUDA_ARENA;
 
-        if (cudaMalloc((void **) &ch->base, ch->size) != cudaSuccess) {
+        if (cudaMalloc((void **) &ch->base, ch->size) != cudaSuccess
+            && ch->size > size)
+        {
+            /* a device nearly full: no more than this tensor */
+            (void) cudaGetLastError();
+            ch->size = size;
+            (void) cudaMalloc((void **) &ch->base, ch->size);
+        }
+
+        if (ch->base == NULL) {
             free(ch);
             llm_err_set(err, LLM_ENOMEM,
                         "cuda device %d: no room for %zu bytes of weights "
