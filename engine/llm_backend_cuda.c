@@ -86,6 +86,18 @@ typedef struct {
     /* scratch, sized by reserve() */
     llm_reserve_t        r;
     void                *act16;         /* (max_tok, max_cols) f16/bf16 */
+    const float         *act16_x;       /* what act16 holds, rounded */
+    int                  act16_n;
+    int                  act16_cols;
+    uint32_t             act16_type;
+
+    /* decode products not launched yet: one input, launched together
+     * by the next op that is not one of them (llm_cuda_defer) */
+    llm_cuda_gemv_set_t  pend;
+    const float         *pend_x;
+    int                  pend_n;
+    int                  pend_cols;
+    uint32_t             pend_type;
     void                *deq16;         /* LLM_CUDA_DEQ_ELEMS f16 */
     float               *partial;       /* decode attention partials */
     size_t               partial_cap;   /* floats */
@@ -162,7 +174,16 @@ static int llm_cuda_gemm(llm_cuda_t *c, float *out, int ldo,
     const void *x, cudaDataType_t xt, int n, const void *w,
     cudaDataType_t wt, int rows, int cols, int ldw);
 static int llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n,
-    int batch, const llm_mat_t *w);
+    int batch, int defer, const llm_mat_t *w);
+static void llm_cuda_barrier(llm_cuda_t *c);
+static void llm_cuda_flush(llm_cuda_t *c);
+static void llm_cuda_defer(llm_cuda_t *c, float *out, const float *x, int n,
+    const llm_mat_t *w);
+static int llm_cuda_act16(llm_cuda_t *c, const float *x, int n, int cols,
+    uint32_t t16);
+static int llm_type_plain_host(uint32_t type);
+static llm_cuda_t *llm_cuda_mm_op(llm_backend_t *be, const float *out,
+    size_t n);
 static void llm_cuda_failed(llm_cuda_t *c, int rc);
 static int llm_cuda_report(llm_cuda_t *c, llm_err_t *err);
 static llm_stream_t llm_cuda_stream(llm_cuda_t *c);
@@ -351,14 +372,138 @@ llm_cuda_use(llm_cuda_t *c)
 
 
 /* an op's backend, its device the thread's (a failure to select it is
- * the step's failure, and the launch that follows fails too) */
+ * the step's failure, and the launch that follows fails too); every op
+ * but the products */
 static llm_cuda_t *
 llm_cuda_op(llm_backend_t *be)
 {
     llm_cuda_t  *c = be->data;
 
     llm_cuda_failed(c, llm_cuda_use(c));
+    llm_cuda_barrier(c);
     return c;
+}
+
+
+/*
+ * Before any op but a product: the deferred products are launched (the
+ * op may read what they write, or write what they read) and act16 is
+ * forgotten (the op may write its input).
+ */
+static void
+llm_cuda_barrier(llm_cuda_t *c)
+{
+    llm_cuda_flush(c);
+    c->act16_x = NULL;
+}
+
+
+static void
+llm_cuda_flush(llm_cuda_t *c)
+{
+    if (c->pend.n_mats == 0) {
+        return;
+    }
+
+    /* on its device: the caller may not have selected it yet */
+    llm_cuda_failed(c, llm_cuda_use(c));
+    llm_cuda_failed(c, llm_cuda_gemv_set(&c->pend, c->pend_x, c->pend_n,
+                                         c->pend_type, c->pend_cols,
+                                         llm_cuda_stream(c)));
+    memset(&c->pend, 0, sizeof(c->pend));
+    c->pend_x = NULL;
+}
+
+
+static int
+llm_cuda_overlap(const void *a, size_t an, const void *b, size_t bn)
+{
+    return (const char *) a < (const char *) b + bn
+           && (const char *) b < (const char *) a + an;
+}
+
+
+/*
+ * A decode product, kept to be launched with the ones that follow it on
+ * the same input (Q, K, V; gate, up): what is pending is launched first
+ * when this one cannot join it (another input, or an output that
+ * overlaps an input or output of the set).
+ */
+static void
+llm_cuda_defer(llm_cuda_t *c, float *out, const float *x, int n,
+    const llm_mat_t *w)
+{
+    int      k;
+    size_t   on, xn;
+
+    on = (size_t) n * w->rows * sizeof(float);
+    xn = (size_t) n * w->cols * sizeof(float);
+    k = c->pend.n_mats;
+
+    if (k > 0
+        && (c->pend_x != x || c->pend_n != n || c->pend_cols != w->cols
+            || c->pend_type != w->type || k == LLM_CUDA_GEMV_SET))
+    {
+        llm_cuda_flush(c);
+        k = 0;
+    }
+
+    for (int m = 0; m < k; m++) {
+        if (llm_cuda_overlap(out, on, c->pend.out[m],
+                             (size_t) n * c->pend.rows[m] * sizeof(float)))
+        {
+            llm_cuda_flush(c);
+            k = 0;
+            break;
+        }
+    }
+
+    if (llm_cuda_overlap(out, on, x, xn)) {
+        /* in place: not with others, and not deferred */
+        llm_cuda_flush(c);
+        k = 0;
+    }
+
+    c->pend.w[k] = w->data;
+    c->pend.out[k] = out;
+    c->pend.rows[k] = w->rows;
+    c->pend.row_bytes[k] = w->row_bytes;
+    c->pend.n_mats = k + 1;
+    c->pend.swiglu = 0;
+    c->pend_x = x;
+    c->pend_n = n;
+    c->pend_cols = w->cols;
+    c->pend_type = w->type;
+
+    if (llm_cuda_overlap(out, on, x, xn)) {
+        llm_cuda_flush(c);
+    }
+}
+
+
+/* a product's: act16 still holds its input unless out (n floats)
+ * overlaps it */
+static llm_cuda_t *
+llm_cuda_mm_op(llm_backend_t *be, const float *out, size_t n)
+{
+    llm_cuda_t  *c = be->data;
+
+    if (c->act16_x != NULL && out != NULL
+        && out < c->act16_x + (size_t) c->act16_n * c->act16_cols
+        && c->act16_x < out + n)
+    {
+        c->act16_x = NULL;
+    }
+
+    llm_cuda_failed(c, llm_cuda_use(c));
+    return c;
+}
+
+
+static int
+llm_type_plain_host(uint32_t type)
+{
+    return type == LLM_KT_F32 || type == LLM_KT_F16 || type == LLM_KT_BF16;
 }
 
 
@@ -436,6 +581,8 @@ static void
 llm_cuda_free(llm_backend_t *be, void *p)
 {
     llm_cuda_t  *c = be->data;
+
+    llm_cuda_barrier(c);
 
     if (llm_cuda_use(c) == 0) {
         (void) cudaStreamSynchronize(c->stream);
@@ -528,6 +675,8 @@ llm_cuda_write(llm_backend_t *be, void *dst, const void *src, size_t size,
 {
     llm_cuda_t  *c = be->data;
 
+    llm_cuda_barrier(c);
+
     if (llm_cuda_use(c) != 0
         || cudaMemcpyAsync(dst, src, size, cudaMemcpyHostToDevice,
                            c->stream) != cudaSuccess
@@ -549,6 +698,8 @@ llm_cuda_read(llm_backend_t *be, void *dst, const void *src, size_t size,
 {
     llm_cuda_t  *c = be->data;
 
+    llm_cuda_barrier(c);
+
     if (llm_cuda_use(c) != 0
         || cudaMemcpyAsync(dst, src, size, cudaMemcpyDeviceToHost,
                            c->stream) != cudaSuccess
@@ -569,6 +720,8 @@ llm_cuda_sync(llm_backend_t *be, llm_err_t *err)
 {
     cudaError_t  rc;
     llm_cuda_t  *c = be->data;
+
+    llm_cuda_barrier(c);
 
     if (llm_cuda_use(c) != 0) {
         llm_cuda_failed(c, LLM_CUDA_FAILED);
@@ -687,6 +840,8 @@ llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
     size_t        need, part;
     int32_t      *h, *tiles, *bt;
     llm_cuda_t   *c = be->data;
+
+    llm_cuda_barrier(c);
 
     if (llm_cuda_use(c) != 0) {
         llm_cuda_failed(c, LLM_CUDA_FAILED);
@@ -877,8 +1032,20 @@ llm_cuda_add_rows_op(llm_backend_t *be, float *x, const float *b,
 static void
 llm_cuda_silu_mul_op(llm_backend_t *be, float *g, const float *u, int64_t n)
 {
-    llm_cuda_t  *c = llm_cuda_op(be);
+    llm_cuda_t  *c = be->data;
 
+    /* gate and up still pending: SwiGLU in their launch */
+    if (c->pend.n_mats == 2 && c->pend.out[0] == g && c->pend.out[1] == u
+        && c->pend.rows[0] == c->pend.rows[1]
+        && n == (int64_t) c->pend_n * c->pend.rows[0])
+    {
+        c->pend.swiglu = 1;
+        llm_cuda_failed(c, llm_cuda_use(c));
+        llm_cuda_barrier(c);
+        return;
+    }
+
+    c = llm_cuda_op(be);
     llm_cuda_failed(c, llm_cuda_silu_mul(g, u, n, llm_cuda_stream(c)));
 }
 
@@ -989,65 +1156,64 @@ llm_cuda_gemm(llm_cuda_t *c, float *out, int ldo, const void *x,
  */
 static int
 llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n, int batch,
-    const llm_mat_t *w)
+    int defer, const llm_mat_t *w)
 {
     int             slice, rows;
-    cudaDataType_t  t16;
+    uint32_t        t16;
 
     if (n <= 0) {
         return 0;
     }
 
-    switch (w->type) {
-
-    case LLM_KT_F32:
-        return llm_cuda_gemm(c, out, w->rows, x, CUDA_R_32F, n, w->data,
-                             CUDA_R_32F, w->rows, w->cols,
-                             (int) (w->row_bytes / sizeof(float)));
-
-    case LLM_KT_F16:
-    case LLM_KT_BF16:
-        /* rounded as the CPU rounds them for these weights */
-        t16 = w->type == LLM_KT_F16 ? CUDA_R_16F : CUDA_R_16BF;
-
-        if (n > c->r.max_tok || w->cols > c->r.max_cols
-            || llm_cuda_convert(c->act16, w->type, x,
-                                (int64_t) n * w->cols, llm_cuda_stream(c))
-               != 0)
-        {
-            llm_cuda_record("cuda", 0, "activations past the scratch",
-                            "llm_cuda_mm", __FILE__, __LINE__);
-            return LLM_CUDA_FAILED;
-        }
-
-        return llm_cuda_gemm(c, out, w->rows, c->act16, t16, n, w->data,
-                             t16, w->rows, w->cols, (int) (w->row_bytes / 2));
-
-    default:
-        break;
-    }
-
-    if (!llm_cuda_type_supported(w->type)) {
+    if (!llm_type_plain_host(w->type) && !llm_cuda_type_supported(w->type))
+    {
         llm_cuda_record("kernel", (int) w->type, "weight type",
                         "llm_cuda_mm", __FILE__, __LINE__);
         return LLM_CUDA_FAILED;
     }
 
-    if (batch <= LLM_CUDA_GEMV_MAX) {
+    /* a decode step's tokens: each weight read once, x as it is */
+    if (batch <= LLM_CUDA_GEMV_MAX
+        && (!llm_type_plain_host(w->type)
+            || llm_cuda_gemv_plain_ok(w->type, w->cols, w->row_bytes,
+                                      w->data)))
+    {
+        if (defer) {
+            llm_cuda_defer(c, out, x, n, w);
+            return 0;
+        }
+
+        llm_cuda_flush(c);
         return llm_cuda_gemv(out, x, n, w->data, w->type, w->rows, w->cols,
                              w->row_bytes, llm_cuda_stream(c));
     }
 
-    /* a batch: slices of rows decoded to f16, multiplied by cuBLAS */
+    /* cuBLAS reads x, which a deferred product may write */
+    llm_cuda_flush(c);
 
-    if (n > c->r.max_tok || w->cols > c->r.max_cols
-        || llm_cuda_convert(c->act16, LLM_KT_F16, x, (int64_t) n * w->cols,
-                            llm_cuda_stream(c)) != 0)
-    {
-        llm_cuda_record("cuda", 0, "activations past the scratch",
-                        "llm_cuda_mm", __FILE__, __LINE__);
+    if (w->type == LLM_KT_F32) {
+        return llm_cuda_gemm(c, out, w->rows, x, CUDA_R_32F, n, w->data,
+                             CUDA_R_32F, w->rows, w->cols,
+                             (int) (w->row_bytes / sizeof(float)));
+    }
+
+    /* x rounded as the CPU rounds it for these weights: f16, or bf16
+     * for BF16; quantized weights are decoded to f16 */
+    t16 = w->type == LLM_KT_BF16 ? LLM_KT_BF16 : LLM_KT_F16;
+
+    if (llm_cuda_act16(c, x, n, w->cols, t16) != 0) {
         return LLM_CUDA_FAILED;
     }
+
+    if (w->type == LLM_KT_F16 || w->type == LLM_KT_BF16) {
+        return llm_cuda_gemm(c, out, w->rows, c->act16,
+                             t16 == LLM_KT_F16 ? CUDA_R_16F : CUDA_R_16BF,
+                             n, w->data,
+                             t16 == LLM_KT_F16 ? CUDA_R_16F : CUDA_R_16BF,
+                             w->rows, w->cols, (int) (w->row_bytes / 2));
+    }
+
+    /* a batch: slices of rows decoded to f16, multiplied by cuBLAS */
 
     slice = (int) (LLM_CUDA_DEQ_ELEMS / (size_t) w->cols);
     slice = slice < 1 ? 1 : slice;
@@ -1070,13 +1236,53 @@ llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n, int batch,
 }
 
 
+/*
+ * x (n, cols) rounded to t16 into act16, unless act16 holds it already:
+ * the products that follow one another on the same input (Q, K and V;
+ * gate and up) convert it once.  What act16 holds is forgotten by every
+ * op but a product (llm_cuda_op), and by a product whose output
+ * overlaps its input.
+ */
+static int
+llm_cuda_act16(llm_cuda_t *c, const float *x, int n, int cols,
+    uint32_t t16)
+{
+    if (c->act16_x == x && c->act16_n == n && c->act16_cols == cols
+        && c->act16_type == t16)
+    {
+        return 0;
+    }
+
+    c->act16_x = NULL;
+
+    if (n > c->r.max_tok || cols > c->r.max_cols) {
+        llm_cuda_record("cuda", 0, "activations past the scratch",
+                        "llm_cuda_mm", __FILE__, __LINE__);
+        return LLM_CUDA_FAILED;
+    }
+
+    if (llm_cuda_convert(c->act16, t16, x, (int64_t) n * cols,
+                         llm_cuda_stream(c)) != 0)
+    {
+        return LLM_CUDA_FAILED;
+    }
+
+    c->act16_x = x;
+    c->act16_n = n;
+    c->act16_cols = cols;
+    c->act16_type = t16;
+
+    return 0;
+}
+
+
 static void
 llm_cuda_matmul(llm_backend_t *be, float *out, const float *x, int n,
     const llm_mat_t *w)
 {
-    llm_cuda_t  *c = llm_cuda_op(be);
+    llm_cuda_t  *c = llm_cuda_mm_op(be, out, (size_t) n * w->rows);
 
-    llm_cuda_failed(c, llm_cuda_mm(c, out, x, n, n, w));
+    llm_cuda_failed(c, llm_cuda_mm(c, out, x, n, n, 1, w));
 }
 
 
@@ -1088,7 +1294,9 @@ llm_cuda_matmul_host(llm_backend_t *be, float *out, const float *x, int n,
 {
     int          k;
     size_t       bytes;
-    llm_cuda_t  *c = llm_cuda_op(be);
+    llm_cuda_t  *c = llm_cuda_mm_op(be, NULL, 0);
+
+    llm_cuda_flush(c);
 
     if (c->capturing || w->rows > c->r.max_rows) {
         llm_cuda_record("cuda", 0, "host output in a graph or too wide",
@@ -1101,7 +1309,7 @@ llm_cuda_matmul_host(llm_backend_t *be, float *out, const float *x, int n,
         k = n - t < LLM_CUDA_STAGE_ROWS ? n - t : LLM_CUDA_STAGE_ROWS;
         bytes = (size_t) k * (size_t) w->rows * sizeof(float);
 
-        if (llm_cuda_mm(c, c->d_stage, x + (size_t) t * w->cols, k, n, w)
+        if (llm_cuda_mm(c, c->d_stage, x + (size_t) t * w->cols, k, n, 0, w)
             != 0)
         {
             llm_cuda_failed(c, LLM_CUDA_FAILED);
@@ -1153,6 +1361,8 @@ llm_cuda_graph_begin(llm_backend_t *be, uint64_t key, llm_err_t *err)
     int                i, free_i, old_i;
     llm_cuda_t        *c = be->data;
     llm_cuda_graph_t  *g;
+
+    llm_cuda_barrier(c);
 
     if (c->graphs_off || c->failed || llm_cuda_use(c) != 0) {
         llm_cuda_take_error(NULL, 0);
@@ -1233,6 +1443,8 @@ llm_cuda_graph_end(llm_backend_t *be, uint64_t key, llm_err_t *err)
     llm_cuda_t        *c = be->data;
     llm_cuda_graph_t  *g;
 
+    llm_cuda_barrier(c);
+
     if (c->replaying) {
         c->replaying = 0;
         return LLM_OK;
@@ -1293,6 +1505,8 @@ llm_cuda_sample_op(llm_backend_t *be, int32_t *out, const float *logits,
 {
     llm_cuda_t  *c = be->data;
 
+    llm_cuda_barrier(c);
+
     if (n_rows > c->r.max_tok) {
         return llm_err_set(err, LLM_EINVAL, "%d rows to draw from, room "
                            "for %d", n_rows, c->r.max_tok);
@@ -1322,7 +1536,10 @@ llm_cuda_sample_op(llm_backend_t *be, int32_t *out, const float *logits,
 void *
 llm_backend_cuda_stream(llm_backend_t *be)
 {
-    return ((llm_cuda_t *) be->data)->stream;
+    llm_cuda_t  *c = be->data;
+
+    llm_cuda_barrier(c);                /* a collective comes next */
+    return c->stream;
 }
 
 

@@ -135,12 +135,34 @@ int llm_cuda_attention_prefill(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
     const llm_cuda_step_t *st, llm_stream_t stream);
 
-/* gemv.cu: out (n, rows) = x (n, cols) W^T for a quantized or half W
- * (rows, cols, rows row_bytes apart), n <= LLM_CUDA_GEMV_MAX, decoding
- * W on the fly.  CPU twin: llm_matmul */
+/* gemv.cu: out (n, rows) = x (n, cols) W^T for a quantized, F32, F16 or
+ * BF16 W (rows, cols, rows row_bytes apart), n <= LLM_CUDA_GEMV_MAX,
+ * decoding W on the fly; x is rounded to f16 / bf16 for F16 / BF16 W,
+ * as the CPU does.  The plain types need what llm_cuda_gemv_plain_ok
+ * says (16-byte rows).  CPU twin: llm_matmul */
 int llm_cuda_gemv(float *out, const float *x, int n, const void *w,
     uint32_t type, int rows, int cols, size_t row_bytes,
     llm_stream_t stream);
+int llm_cuda_gemv_plain_ok(uint32_t type, int cols, size_t row_bytes,
+    const void *w);
+
+/* up to LLM_CUDA_GEMV_SET products of one x by matrices of one type and
+ * width, in one launch; swiglu: two of the same rows, gate and up, and
+ * out[0] becomes silu(gate) * up (out[1] still gets up).  CPU twins:
+ * llm_matmul, silu_mul */
+#define LLM_CUDA_GEMV_SET  3
+
+typedef struct {
+    const void      *w[LLM_CUDA_GEMV_SET];
+    float           *out[LLM_CUDA_GEMV_SET];
+    int              rows[LLM_CUDA_GEMV_SET];
+    size_t           row_bytes[LLM_CUDA_GEMV_SET];
+    int              n_mats;
+    int              swiglu;
+} llm_cuda_gemv_set_t;
+
+int llm_cuda_gemv_set(const llm_cuda_gemv_set_t *set, const float *x,
+    int n, uint32_t type, int cols, llm_stream_t stream);
 
 /* dequant.cu: rows [row0, row0 + n_rows) of W decoded into out
  * (n_rows, cols) f16, for cuBLAS.  CPU twin: llm_dequant_row */

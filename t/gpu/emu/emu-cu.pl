@@ -16,7 +16,7 @@ open(my $in, '<', $file) or die "emu-cu.pl: $file: $!\n";
 my $src = <$in>;
 close($in);
 
-$src =~ s{\b(\w+)(\s*)<<<(.*?)>>>(\s*)\(}
+$src =~ s{\b(\w+(?:<[\w\s,]*>)?)(\s*)<<<(.*?)>>>(\s*)\(}
          {"llm_emu_launch_k(llm_emu_cfg_of($3), \"$1\", $1," . nl($2 . $4)}gse;
 
 $src =~ s{extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+)\s+(\w+)\s*\[\s*\]\s*;}

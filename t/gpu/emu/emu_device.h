@@ -41,6 +41,23 @@ struct uint3 {
     unsigned int  x, y, z;
 };
 
+/* the vector types the kernels load 8 and 16 bytes at a time with */
+struct alignas(16) uint4 {
+    unsigned int  x, y, z, w;
+};
+
+struct alignas(16) float4 {
+    float  x, y, z, w;
+};
+
+struct alignas(8) float2 {
+    float  x, y;
+};
+
+struct alignas(8) uint2 {
+    unsigned int  x, y;
+};
+
 struct dim3 {
     unsigned int  x, y, z;
 
