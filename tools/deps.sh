@@ -1,10 +1,11 @@
 #!/bin/sh
-# Installs what ngx_llm needs to build, test and run, when it is missing:
+# Installs what ngx_llm needs to build, test and run, when it is missing
+# (g++ for the CUDA emulator the tests run, t/gpu/emu/):
 # Debian packages, then the openai Python package the client tests use
 # (t/027-openai-client.t; that test is skipped without it).  As root it
 # runs apt-get and pip; otherwise it prints the lines to run.
 
-PKGS="gcc make perl nginx nginx-dev libjansson-dev libhiredis-dev
+PKGS="gcc g++ make perl nginx nginx-dev libjansson-dev libhiredis-dev
       libpcre2-dev zlib1g-dev libssl-dev redis-server curl
       python3 python3-pip"
 
