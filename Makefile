@@ -116,6 +116,9 @@ endif
 .PHONY: emu
 emu: $(EMU_DIR)/llm-engine $(EMU_DIR)/test_kernels $(EMU_DIR)/test_emu
 
+# kept: the compiler's messages and a debugger name their lines
+.PRECIOUS: $(EMU_DIR)/kernels/%.cc
+
 $(EMU_DIR)/kernels/%.cc: kernels/%.cu t/gpu/emu/emu-cu.pl
 	@mkdir -p $(dir $@)
 	perl t/gpu/emu/emu-cu.pl $< > $@.tmp && mv $@.tmp $@
