@@ -162,24 +162,14 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
         acc2[t] = 0.0f;
     }
 
-    if (PLAIN) {
-        llm_gemv_acc_plain(acc, x, n, (const uint8_t *) set.w[m]
-                                      + r * (int64_t) set.row_bytes[m],
-                           type, cols, lane);
-        if (set.swiglu) {
-            llm_gemv_acc_plain(acc2, x, n, (const uint8_t *) set.w[1]
-                                           + r * (int64_t) set.row_bytes[1],
-                               type, cols, lane);
-        }
+    for (int k = 0; k < (set.swiglu ? 2 : 1); k++) {
+        const uint8_t  *row = (const uint8_t *) set.w[m + k]
+                              + r * (int64_t) set.row_bytes[m + k];
 
-    } else {
-        llm_gemv_acc_q(acc, x, n, (const uint8_t *) set.w[m]
-                                  + r * (int64_t) set.row_bytes[m],
-                       type, cols, lane);
-        if (set.swiglu) {
-            llm_gemv_acc_q(acc2, x, n, (const uint8_t *) set.w[1]
-                                       + r * (int64_t) set.row_bytes[1],
-                           type, cols, lane);
+        if (PLAIN) {
+            llm_gemv_acc_plain(k ? acc2 : acc, x, n, row, type, cols, lane);
+        } else {
+            llm_gemv_acc_q(k ? acc2 : acc, x, n, row, type, cols, lane);
         }
     }
 

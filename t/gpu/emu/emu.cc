@@ -612,8 +612,9 @@ llm_emu_free(void *p, int kind, std::unique_lock<std::mutex> &lk)
 }
 
 
-extern "C" cudaError_t
-cudaMalloc(void **p, size_t size)
+/* the API's allocations and frees: refused while a capture forbids them */
+static cudaError_t
+llm_emu_alloc_call(void **p, size_t size, int kind)
 {
     std::lock_guard<std::mutex>  lk(llm_emu_mu);
     cudaError_t                  e;
@@ -625,54 +626,50 @@ cudaMalloc(void **p, size_t size)
         return llm_emu_error(e);
     }
 
-    return llm_emu_error(llm_emu_malloc(p, size, LLM_EMU_DEVICE_MEM));
+    return llm_emu_error(llm_emu_malloc(p, size, kind));
+}
+
+
+static cudaError_t
+llm_emu_free_call(void *p, int kind)
+{
+    std::unique_lock<std::mutex>  lk(llm_emu_mu);
+    cudaError_t                   e;
+
+    e = llm_emu_unsafe_call();
+    if (e != cudaSuccess) {
+        return llm_emu_error(e);
+    }
+
+    return llm_emu_error(llm_emu_free(p, kind, lk));
+}
+
+
+extern "C" cudaError_t
+cudaMalloc(void **p, size_t size)
+{
+    return llm_emu_alloc_call(p, size, LLM_EMU_DEVICE_MEM);
 }
 
 
 extern "C" cudaError_t
 cudaMallocHost(void **p, size_t size)
 {
-    std::lock_guard<std::mutex>  lk(llm_emu_mu);
-    cudaError_t                  e;
-
-    *p = NULL;
-
-    e = llm_emu_unsafe_call();
-    if (e != cudaSuccess) {
-        return llm_emu_error(e);
-    }
-
-    return llm_emu_error(llm_emu_malloc(p, size, LLM_EMU_PINNED));
+    return llm_emu_alloc_call(p, size, LLM_EMU_PINNED);
 }
 
 
 extern "C" cudaError_t
 cudaFree(void *p)
 {
-    std::unique_lock<std::mutex>  lk(llm_emu_mu);
-    cudaError_t                   e;
-
-    e = llm_emu_unsafe_call();
-    if (e != cudaSuccess) {
-        return llm_emu_error(e);
-    }
-
-    return llm_emu_error(llm_emu_free(p, LLM_EMU_DEVICE_MEM, lk));
+    return llm_emu_free_call(p, LLM_EMU_DEVICE_MEM);
 }
 
 
 extern "C" cudaError_t
 cudaFreeHost(void *p)
 {
-    std::unique_lock<std::mutex>  lk(llm_emu_mu);
-    cudaError_t                   e;
-
-    e = llm_emu_unsafe_call();
-    if (e != cudaSuccess) {
-        return llm_emu_error(e);
-    }
-
-    return llm_emu_error(llm_emu_free(p, LLM_EMU_PINNED, lk));
+    return llm_emu_free_call(p, LLM_EMU_PINNED);
 }
 
 
