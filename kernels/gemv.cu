@@ -74,6 +74,9 @@ llm_gemv_acc_plain(float *acc, const float *x, int n, const uint8_t *row,
 
     per = type == LLM_KT_F32 ? 4 : 8;           /* elements per 16 bytes */
 
+    /* unrolled: several rows' loads in flight a warp, or a warp waits
+     * out each load's latency */
+#pragma unroll 4
     for (int c = lane * per; c < cols; c += 32 * per) {
         uint4  q = *(const uint4 *) (row + (int64_t) c * (per == 4 ? 4 : 2));
 
@@ -137,24 +140,44 @@ static __global__ void
 llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
     uint32_t type, int cols)
 {
-    int      lane, m, rows_per_block;
-    float    acc[LLM_CUDA_GEMV_MAX], acc2[LLM_CUDA_GEMV_MAX], s, u;
-    int64_t  r;
+    int             lane, m, nm, rows_m;
+    float           acc[LLM_CUDA_GEMV_MAX], acc2[LLM_CUDA_GEMV_MAX], s, u;
+    float          *out_m;
+    int64_t         r;
+    const uint8_t  *w0, *w1;
 
     lane = threadIdx.x % 32;
-    rows_per_block = PLAIN ? LLM_GEMV_PLAIN_ROWS : LLM_GEMV_ROWS;
-    r = (int64_t) blockIdx.x * rows_per_block + threadIdx.x / 32;
+    r = (int64_t) blockIdx.x * (PLAIN ? LLM_GEMV_PLAIN_ROWS : LLM_GEMV_ROWS)
+        + threadIdx.x / 32;
 
-    for (m = 0; m < (set.swiglu ? 1 : set.n_mats); m++) {
-        if (r < set.rows[m]) {
-            break;
+    /* this warp's matrix and row; the set's arrays read at constant
+     * indices only, so that they stay out of local memory */
+    nm = set.swiglu ? 1 : set.n_mats;
+    m = -1;
+    w0 = NULL;
+    out_m = NULL;
+    rows_m = 0;
+
+#pragma unroll
+    for (int i = 0; i < LLM_CUDA_GEMV_SET; i++) {
+        if (m < 0 && i < nm) {
+            if (r < set.rows[i]) {
+                m = i;
+                w0 = (const uint8_t *) set.w[i]
+                     + r * (int64_t) set.row_bytes[i];
+                out_m = set.out[i];
+                rows_m = set.rows[i];
+            } else {
+                r -= set.rows[i];
+            }
         }
-        r -= set.rows[m];
     }
 
-    if (m == (set.swiglu ? 1 : set.n_mats)) {
+    if (m < 0) {
         return;
     }
+
+    w1 = (const uint8_t *) set.w[1] + r * (int64_t) set.row_bytes[1];
 
 #pragma unroll
     for (int t = 0; t < LLM_CUDA_GEMV_MAX; t++) {
@@ -162,14 +185,17 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
         acc2[t] = 0.0f;
     }
 
-    for (int k = 0; k < (set.swiglu ? 2 : 1); k++) {
-        const uint8_t  *row = (const uint8_t *) set.w[m + k]
-                              + r * (int64_t) set.row_bytes[m + k];
+    if (PLAIN) {
+        llm_gemv_acc_plain(acc, x, n, w0, type, cols, lane);
+    } else {
+        llm_gemv_acc_q(acc, x, n, w0, type, cols, lane);
+    }
 
+    if (set.swiglu) {
         if (PLAIN) {
-            llm_gemv_acc_plain(k ? acc2 : acc, x, n, row, type, cols, lane);
+            llm_gemv_acc_plain(acc2, x, n, w1, type, cols, lane);
         } else {
-            llm_gemv_acc_q(k ? acc2 : acc, x, n, row, type, cols, lane);
+            llm_gemv_acc_q(acc2, x, n, w1, type, cols, lane);
         }
     }
 
@@ -182,13 +208,13 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
                 u = llm_warp_sum(acc2[t]);
 
                 if (lane == 0) {
-                    set.out[1][(int64_t) t * set.rows[1] + r] = u;
-                    set.out[0][(int64_t) t * set.rows[0] + r] =
+                    set.out[1][(int64_t) t * rows_m + r] = u;
+                    out_m[(int64_t) t * rows_m + r] =
                         s / (1.0f + expf(-s)) * u;
                 }
 
             } else if (lane == 0) {
-                set.out[m][(int64_t) t * set.rows[m] + r] = s;
+                out_m[(int64_t) t * rows_m + r] = s;
             }
         }
     }

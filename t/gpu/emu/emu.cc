@@ -547,7 +547,8 @@ llm_emu_malloc(void **p, size_t size, int kind)
 
     if (llm_emu_trace) {
         llm_emu_say("%s %zu bytes on device %d (%zu in use)",
-                    kind == LLM_EMU_DEVICE_MEM ? "cudaMalloc" : "cudaMallocHost",
+                    kind == LLM_EMU_DEVICE_MEM ? "cudaMalloc"
+                                               : "cudaMallocHost",
                     size, dev, dev >= 0 ? llm_emu_used[dev] : 0);
     }
 
