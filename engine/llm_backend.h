@@ -141,6 +141,14 @@ llm_sample_key(uint32_t bits)
 int32_t llm_sample_twin(const float *logits, int n,
     const llm_sample_params_t *p);
 
+/* llm_sample_twin's token, bit for bit, in a few passes over the row
+ * instead of some seventy: the CPU's sample hook and llm_sample() use
+ * it; scratch holds LLM_SAMPLE_SCRATCH(n) bytes */
+#define LLM_SAMPLE_SCRATCH(n)  ((size_t) (n) * 16)
+
+int32_t llm_sample_fast(const float *logits, int n,
+    const llm_sample_params_t *p, void *scratch);
+
 
 /* what the ops of a step may need at most, to size scratch up front */
 typedef struct {

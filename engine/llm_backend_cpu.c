@@ -6,8 +6,9 @@
  * are host memory and weights stay where the caller has them (the
  * mapped GGUF file); matrix products go to llm_matmul (llm_quant.c),
  * attention runs on the thread pool (llm_threads.h), the rest are plain
- * loops.  Nothing here fails after start-up, so sync() has nothing to
- * report.
+ * loops.  The sample hook draws with llm_sample_fast, the twin's token
+ * in fewer passes, rows on the thread pool.  Nothing here fails after
+ * start-up, so sync() has nothing to report.
  */
 
 #include <math.h>
@@ -17,6 +18,7 @@
 #include "llm_backend.h"
 #include "llm_log.h"
 #include "llm_quant.h"
+#include "llm_sampler.h"
 #include "llm_threads.h"
 #include "llm_tp.h"
 
@@ -25,6 +27,11 @@
 #define LLM_ATT_INLINE         65536   /* attention multiply-adds of a
                                         * step below which threads cost
                                         * more than they save */
+#define LLM_DRAW_SLOTS         8       /* rows the sample hook draws at
+                                        * once, each with its scratch */
+#define LLM_DRAW_INLINE        262144  /* logits of a sample call below
+                                        * which threads cost more than
+                                        * they save */
 
 
 /*
@@ -56,7 +63,25 @@ typedef int32_t  llm_v8i __attribute__((vector_size(32)));
 
 typedef struct {
     llm_step_t           st;        /* the current step (host memory) */
+    char                *draw;      /* (n_draw, LLM_SAMPLE_SCRATCH(draw_n))
+                                     * the sample hook's scratch, one per
+                                     * row drawn at once (reserve) */
+    int                  n_draw;
+    int                  draw_n;    /* the widest row it fits */
 } llm_cpu_t;
+
+
+/* the sample hook's rows as tasks for the thread pool: task i draws
+ * rows i, i + n_tasks ... with scratch i */
+typedef struct {
+    llm_cpu_t                  *cpu;
+    int32_t                    *out;
+    const float                *logits;
+    int                         n_rows;
+    int                         n_vocab;
+    int                         n_tasks;
+    const llm_sample_params_t  *params;
+} llm_draw_job_t;
 
 
 /* attention of one layer of a step, as tasks for the thread pool: one
@@ -117,7 +142,12 @@ static void rmsnorm(float *out, const float *x, const float *w, int n,
 static int llm_cpu_sample(llm_backend_t *be, int32_t *out,
     const float *logits, int n_rows, int n_vocab,
     const llm_sample_params_t *params, llm_err_t *err);
+static void llm_draw_task(void *arg, int64_t task, int thread);
 static uint32_t llm_key_of(float x);
+static uint32_t llm_key_select(uint32_t *a, int n, int k);
+static uint32_t llm_sample_nucleus(float *w, int32_t *idx, uint32_t *key,
+    int *m, uint32_t lo, float target, uint32_t *sel);
+static float llm_masked(float w, int keep);
 
 
 llm_backend_t *
@@ -177,7 +207,10 @@ llm_backend_cpu_new(llm_err_t *err)
 static void
 llm_cpu_destroy(llm_backend_t *be)
 {
-    free(be->data);
+    llm_cpu_t  *cpu = be->data;
+
+    free(cpu->draw);
+    free(cpu);
     free(be);
 }
 
@@ -241,12 +274,41 @@ llm_cpu_sync(llm_backend_t *be, llm_err_t *err)
 }
 
 
-/* llm_matmul's own buffer for its prepared input, so that it does not
- * allocate during a step either */
+/* llm_matmul's own buffer for its prepared input, and the sample hook's
+ * scratch for rows of up to max_rows, so that a step allocates nothing */
 static int
 llm_cpu_reserve(llm_backend_t *be, const llm_reserve_t *r, llm_err_t *err)
 {
-    (void) be;
+    int         n_draw;
+    size_t      size;
+    llm_cpu_t  *cpu = be->data;
+
+    n_draw = llm_threads_count();
+    n_draw = n_draw < LLM_DRAW_SLOTS ? n_draw : LLM_DRAW_SLOTS;
+    n_draw = n_draw < r->max_tok ? n_draw : r->max_tok;
+    n_draw = n_draw > 1 ? n_draw : 1;
+
+    if (r->max_rows > cpu->draw_n || n_draw > cpu->n_draw) {
+        if (llm_mul_size(LLM_SAMPLE_SCRATCH(r->max_rows), (size_t) n_draw,
+                         &size) != 0)
+        {
+            return llm_err_set(err, LLM_ENOMEM, "sampling scratch for rows "
+                               "of %d overflows", r->max_rows);
+        }
+
+        free(cpu->draw);
+        cpu->draw_n = 0;
+        cpu->n_draw = 0;
+
+        cpu->draw = malloc(size);
+        if (cpu->draw == NULL) {
+            return llm_err_set(err, LLM_ENOMEM, "out of memory for the "
+                               "sampling scratch (%zu bytes)", size);
+        }
+
+        cpu->draw_n = r->max_rows;
+        cpu->n_draw = n_draw;
+    }
 
     return llm_matmul_reserve(r->max_tok, r->max_cols, err);
 }
@@ -745,20 +807,67 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 }
 
 
+/* llm_sample_fast on each row, on the thread pool where there are
+ * several; the twin itself where reserve gave no scratch that fits */
 static int
 llm_cpu_sample(llm_backend_t *be, int32_t *out, const float *logits,
     int n_rows, int n_vocab, const llm_sample_params_t *params,
     llm_err_t *err)
 {
-    (void) be;
+    llm_cpu_t       *cpu = be->data;
+    llm_draw_job_t   job;
+
     (void) err;
 
-    for (int r = 0; r < n_rows; r++) {
-        out[r] = llm_sample_twin(logits + (size_t) r * n_vocab, n_vocab,
-                                 &params[r]);
+    if (n_vocab > cpu->draw_n || cpu->draw == NULL) {
+        for (int r = 0; r < n_rows; r++) {
+            out[r] = llm_sample_twin(logits + (size_t) r * n_vocab, n_vocab,
+                                     &params[r]);
+        }
+
+        return LLM_OK;
+    }
+
+    job.cpu = cpu;
+    job.out = out;
+    job.logits = logits;
+    job.n_rows = n_rows;
+    job.n_vocab = n_vocab;
+    job.n_tasks = n_rows < cpu->n_draw ? n_rows : cpu->n_draw;
+    job.params = params;
+
+    if ((int64_t) n_rows * n_vocab < LLM_DRAW_INLINE) {
+        job.n_tasks = 1;
+    }
+
+    if (job.n_tasks == 1) {
+        llm_draw_task(&job, 0, 0);
+
+    } else if (job.n_tasks > 1) {
+        llm_threads_run(llm_draw_task, &job, job.n_tasks);
     }
 
     return LLM_OK;
+}
+
+
+static void
+llm_draw_task(void *arg, int64_t task, int thread)
+{
+    char            *scratch;
+    llm_draw_job_t  *job = arg;
+
+    (void) thread;
+
+    scratch = job->cpu->draw
+              + (size_t) task * LLM_SAMPLE_SCRATCH(job->cpu->draw_n);
+
+    for (int r = (int) task; r < job->n_rows; r += job->n_tasks) {
+        job->out[r] = llm_sample_fast(job->logits
+                                      + (size_t) r * job->n_vocab,
+                                      job->n_vocab, &job->params[r],
+                                      scratch);
+    }
 }
 
 
@@ -872,6 +981,347 @@ llm_sample_twin(const float *x, int n, const llm_sample_params_t *p)
 #undef LLM_W
 
     return last >= 0 ? last : best;
+}
+
+
+/*
+ * llm_sample_twin's token, bit for bit, in a few passes over the row
+ * where the twin makes some seventy (for the sample hook above and the
+ * host sampler, llm_sampler.c).  The twin's radix searches end on the
+ * largest threshold that passes a monotone test, which is a key that
+ * occurs; here that key is found by selection among the keys that do:
+ * top_k's is the k-th largest, top_p's comes from a bisection over the
+ * kept keys (llm_sample_nucleus).  Every sum compared is the twin's own:
+ * the weights of the same tokens added in index order, so that rounding
+ * decides the same way.  A row with a NaN or an infinite maximum, or
+ * whose maximum is a -0 beside a +0 (equal values, different keys),
+ * goes to the twin itself.
+ */
+int32_t
+llm_sample_fast(const float *x, int n, const llm_sample_params_t *p,
+    void *scratch)
+{
+    int        m, n_tail, nan;
+    float      mx, t, s, sh, target, wi, cut, *w;
+    int32_t    best, last, *idx;
+    uint32_t   k, kk, kp, kmax, lb, tail, *key, *sel;
+
+    /* the largest, in a loop that vectorizes, then its first index: the
+     * twin's best where there is no NaN (and a -0 and a +0 compare
+     * equal there as here) */
+    mx = x[0];
+    nan = 0;
+
+    for (int i = 0; i < n; i++) {
+        mx = x[i] > mx ? x[i] : mx;
+        nan |= x[i] != x[i];
+    }
+
+    if (nan) {
+        return llm_sample_twin(x, n, p);
+    }
+
+    for (best = 0; x[best] != mx; best++) {
+        /* void */
+    }
+
+    if (!(p->temperature > 0.0f)) {
+        return best;
+    }
+
+    if (isinf(mx)) {
+        return llm_sample_twin(x, n, p);
+    }
+
+    t = p->temperature;
+    kmax = llm_key_of(mx);
+
+    w = scratch;                        /* (m) the kept, in index order */
+    idx = (int32_t *) (w + n);          /* (m) */
+    key = (uint32_t *) (idx + n);       /* (m) */
+    sel = key + n;                      /* (n) keys being selected from */
+
+    kk = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        for (int i = 0; i < n; i++) {
+            sel[i] = llm_key_of(x[i]);
+        }
+
+        kk = llm_key_select(sel, n, p->top_k);
+    }
+
+    if (kk == 0 && p->min_p <= 0.0f && !(p->top_p < 1.0f)) {
+        /* temperature alone: every token is kept */
+
+        s = 0.0f;
+        for (int i = 0; i < n; i++) {
+            w[i] = expf((x[i] - mx) / t);
+            s += w[i];
+        }
+
+        target = llm_sample_uniform(p->seed, p->counter) * s;
+        s = 0.0f;
+
+        for (int i = 0; i < n; i++) {
+            s += w[i];
+
+            if (s > target) {
+                return i;
+            }
+        }
+
+        return n - 1;
+    }
+
+    /*
+     * The kept tokens and their weight s (the twin's sum: in index
+     * order).  Under top_p, a weight below (s - top_p * s) / n is never
+     * in the nucleus: the others reach top_p without it.  s is at least
+     * 1, the largest's weight, so below cut (halved, for rounding) the
+     * kept form a tail, counted in s but left out of the list, whose
+     * weight sh is then f(lb) of llm_sample_nucleus: the tail's keys are
+     * below the list's as the weights are (tail < lb checks it); if f(lb)
+     * does reach top_p * s, lb is where the nucleus search starts, else
+     * the list is made again with every kept token.  On a peaked row the
+     * list is a few hundred tokens long.
+     */
+
+    cut = 0.0f;
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        cut = 0.5f * (1.0f - p->top_p) / (float) n;
+    }
+
+again:
+
+    lb = UINT32_MAX;
+    tail = 0;
+    n_tail = 0;
+    s = 0.0f;
+    sh = 0.0f;
+    m = 0;
+
+    for (int i = 0; i < n; i++) {
+        k = llm_key_of(x[i]);
+
+        if (k < kk) {
+            continue;
+        }
+
+        if (k > kmax) {
+            return llm_sample_twin(x, n, p);
+        }
+
+        wi = expf((x[i] - mx) / t);
+
+        if (!(p->min_p <= 0.0f) && !(wi >= p->min_p)) {
+            continue;
+        }
+
+        s += wi;
+
+        if (wi < cut) {
+            tail = k > tail ? k : tail;
+            n_tail++;
+            continue;
+        }
+
+        w[m] = wi;
+        idx[m] = i;
+        key[m] = k;
+        m++;
+
+        sh += wi;
+        lb = k < lb ? k : lb;
+    }
+
+    if (m == 0 && n_tail == 0) {
+        return best;
+    }
+
+    if (p->top_p < 1.0f) {
+        target = p->top_p * s;
+
+        if (n_tail > 0 && !(m > 0 && tail < lb && sh >= target)) {
+            cut = 0.0f;
+            goto again;
+        }
+
+        if (target > 0.0f) {
+            kp = llm_sample_nucleus(w, idx, key, &m, lb, target, sel);
+
+        } else {
+            /* every threshold passes a target of 0 */
+            kp = UINT32_MAX;
+        }
+
+        kp = kp < kmax ? kp : kmax;
+        kk = kk > kp ? kk : kp;
+    }
+
+    s = 0.0f;
+    for (int j = 0; j < m; j++) {
+        if (key[j] >= kk) {
+            s += w[j];
+        }
+    }
+
+    target = llm_sample_uniform(p->seed, p->counter) * s;
+    s = 0.0f;
+    last = -1;
+
+    for (int j = 0; j < m; j++) {
+        if (key[j] >= kk) {
+            s += w[j];
+            last = idx[j];
+
+            if (s > target) {
+                return idx[j];
+            }
+        }
+    }
+
+    return last >= 0 ? last : best;
+}
+
+
+/* the k-th largest (k in 1..n) of a[0..n), which it reorders: a radix
+ * selection, a byte at a time from the top, skipping the bytes that
+ * all share; a few keys are simply sorted */
+static uint32_t
+llm_key_select(uint32_t *a, int n, int k)
+{
+    int       j, cnt[256];
+    uint32_t  b, v, prefix, same, all;
+
+    prefix = 0;
+
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        if (n <= 16) {
+            /* the k largest to the front, the k-th last */
+            for (int i = 0; i < k; i++) {
+                j = i;
+                for (int l = i + 1; l < n; l++) {
+                    j = a[l] > a[j] ? l : j;
+                }
+                v = a[i];
+                a[i] = a[j];
+                a[j] = v;
+            }
+
+            return a[k - 1];
+        }
+
+        same = ~0u;
+        all = 0;
+        for (int i = 0; i < n; i++) {
+            same &= a[i];
+            all |= a[i];
+        }
+
+        if ((((same ^ all) >> shift) & 0xff) == 0) {
+            prefix |= all & (0xffu << shift);
+            continue;
+        }
+
+        memset(cnt, 0, sizeof(cnt));
+
+        for (int i = 0; i < n; i++) {
+            cnt[(a[i] >> shift) & 0xff]++;
+        }
+
+        for (b = 0xff; cnt[b] < k; b--) {
+            k -= cnt[b];
+        }
+
+        prefix |= b << shift;
+
+        j = 0;
+        for (int i = 0; i < n; i++) {
+            if (((a[i] >> shift) & 0xff) == b) {
+                a[j++] = a[i];
+            }
+        }
+
+        n = j;
+    }
+
+    return prefix;
+}
+
+
+/*
+ * top_p's threshold: the largest key v of the *m kept such that f(v),
+ * the sum in index order of the weights whose key is >= v, reaches
+ * target (> 0): f(lo) does.  Bisects over the keys that occur between
+ * lo (passes) and hi (fails); when lo rises, the keys below it leave w,
+ * idx and key (order kept, *m shrinks), as no later test counts them.
+ */
+static uint32_t
+llm_sample_nucleus(float *w, int32_t *idx, uint32_t *key, int *m,
+    uint32_t lo, float target, uint32_t *sel)
+{
+    int       n, c;
+    float     s;
+    uint32_t  pivot;
+    uint64_t  hi;
+
+    n = *m;
+    hi = (uint64_t) UINT32_MAX + 1;
+
+    for ( ;; ) {
+        c = 0;
+        for (int j = 0; j < n; j++) {
+            sel[c] = key[j];
+            c += key[j] > lo && key[j] < hi;
+        }
+
+        if (c == 0) {
+            break;
+        }
+
+        pivot = llm_key_select(sel, c, (c + 1) / 2);
+
+        s = 0.0f;
+        for (int j = 0; j < n; j++) {
+            s += llm_masked(w[j], key[j] >= pivot);
+        }
+
+        if (!(s >= target)) {
+            hi = pivot;
+            continue;
+        }
+
+        lo = pivot;
+        c = 0;
+
+        for (int j = 0; j < n; j++) {
+            w[c] = w[j];
+            idx[c] = idx[j];
+            key[c] = key[j];
+            c += key[j] >= lo;
+        }
+
+        n = c;
+    }
+
+    *m = n;
+
+    return lo;
+}
+
+
+/* w, or +0 where keep is 0, without a branch: the loops that use it test
+ * coin flips, and a sum of weights is left as it is by adding +0 */
+static float
+llm_masked(float w, int keep)
+{
+    uint32_t  bits;
+
+    memcpy(&bits, &w, sizeof(bits));
+    bits &= 0u - (uint32_t) keep;
+    memcpy(&w, &bits, sizeof(w));
+
+    return w;
 }
 
 

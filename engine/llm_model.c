@@ -53,9 +53,9 @@
 
 #define LLM_MAX_BATCH_DEFAULT  256     /* tokens per step until set */
 #define LLM_MAX_BATCH_LIMIT    65536
-#define LLM_LOGIT_ROWS         16      /* logits rows per classifier pass
-                                        * when they go to separate
-                                        * buffers */
+#define LLM_LOGIT_ROWS         64      /* last rows per classifier pass:
+                                        * the output matrix is read once
+                                        * per that many sequences */
 #define LLM_KV_SEQ_BLOCK       64      /* block size of an llm_kv_t */
 
 
@@ -106,6 +106,8 @@ typedef struct {
     float           *logits;        /* NULL, or where the logits go */
     int              all;           /* logits of every token, n rows;
                                      * else of the last one */
+    llm_batch_draw_t *draw;         /* NULL, or the token to draw from
+                                     * the last one's, instead */
 } llm_seg_t;
 
 
@@ -116,8 +118,9 @@ typedef struct {
  */
 typedef struct {
     int              max_batch;
-    float           *logits;        /* (min(T, LLM_LOGIT_ROWS), n_vocab)
-                                     * host memory */
+    int              n_logit;       /* min(T, LLM_LOGIT_ROWS) */
+    llm_sample_params_t *draw_params;   /* (n_logit) the rows' draws */
+    int32_t         *drawn;         /* (n_logit) and their tokens */
     int32_t         *tokens;        /* (T) */
     int32_t         *tok_pos;       /* (T) position of each token */
     int32_t         *tok_seg;       /* (T) its segment */
@@ -142,6 +145,8 @@ typedef struct {
     float           *hb;            /* (T, n_ff) gate */
     float           *hb2;           /* (T, n_ff) up */
     float           *rope_cs;       /* (T, n_rot) cos, then sin */
+    float           *logits;        /* (n_logit, n_vocab) the classifier's
+                                     * gathered rows: shard 0 only */
 } llm_act_t;
 
 
@@ -188,6 +193,13 @@ struct llm_model_s {
     llm_gguf_t       *gguf;
     llm_tokenizer_t  *tok;
 };
+
+
+/* a row the classifier gathers: the last token of a segment */
+typedef struct {
+    int               seg;
+    int               tok;          /* its row in the step's (T, d) */
+} llm_row_t;
 
 
 /* who writes a block in the current step, to refuse a step that would
@@ -265,13 +277,16 @@ static int llm_model_u32(llm_model_t *m, const char *key, int required,
 static int llm_kv_block_copy(llm_kv_pool_t *p, int32_t block, float *host,
     int out);
 static int llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
-    const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err);
+    const llm_batch_seq_t *seqs, const llm_batch_draw_t *draws, int n_seqs,
+    llm_err_t *err);
 static int llm_forward(llm_model_t *m, llm_kv_pool_t *p,
     const llm_seg_t *segs, int n_segs, int n_tok, llm_err_t *err);
 static void llm_forward_layers(llm_model_t *m, llm_kv_pool_t *p,
     int n_tok);
-static void llm_forward_logits(llm_model_t *m, const llm_seg_t *segs,
-    int n_segs);
+static int llm_forward_logits(llm_model_t *m, const llm_seg_t *segs,
+    int n_segs, llm_err_t *err);
+static int llm_forward_rows(llm_model_t *m, const llm_seg_t *segs,
+    const llm_row_t *rows, int n_draw, int n_host, llm_err_t *err);
 static void llm_allreduce(llm_model_t *m, int64_t n);
 
 
@@ -1265,35 +1280,29 @@ llm_shard_free(llm_shard_t *sh)
 }
 
 
-/* the host side of a step of max_batch tokens: one block of floats,
- * one of token indices, one of pointers, one of segments, each checked */
+/* the host side of a step of max_batch tokens: the draws of the
+ * classifier's rows, one block of token indices, one of pointers, one
+ * of segments, each checked */
 static int
 llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     llm_err_t *err)
 {
-    int     n_logit;
-    size_t  nl;
+    int  n_logit;
+
+    (void) m;
 
     n_logit = max_batch < LLM_LOGIT_ROWS ? max_batch : LLM_LOGIT_ROWS;
 
     memset(s, 0, sizeof(llm_state_t));
 
-    if (llm_mul_size((size_t) n_logit, (size_t) m->config.n_vocab, &nl)
-        != 0
-        || llm_mul_size(nl, sizeof(float), &nl) != 0)
-    {
-        return llm_err_set(err, LLM_ENOMEM,
-                           "%s: buffers for a batch of %d overflow",
-                           llm_gguf_path(m->gguf), max_batch);
-    }
-
-    s->logits = malloc(nl);
+    s->draw_params = malloc((size_t) n_logit * sizeof(llm_sample_params_t));
+    s->drawn = malloc((size_t) n_logit * sizeof(int32_t));
     s->tokens = malloc(4 * (size_t) max_batch * sizeof(int32_t));
     s->seg_blocks = malloc((size_t) max_batch * sizeof(int32_t *));
     s->segs = malloc((size_t) max_batch * sizeof(llm_seg_t));
 
-    if (s->logits == NULL || s->tokens == NULL || s->seg_blocks == NULL
-        || s->segs == NULL)
+    if (s->draw_params == NULL || s->drawn == NULL || s->tokens == NULL
+        || s->seg_blocks == NULL || s->segs == NULL)
     {
         llm_state_free(s);
         return llm_err_set(err, LLM_ENOMEM,
@@ -1302,6 +1311,7 @@ llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     }
 
     s->max_batch = max_batch;
+    s->n_logit = n_logit;
     s->tok_pos = s->tokens + max_batch;
     s->tok_seg = s->tok_pos + max_batch;
     s->seg_nblocks = s->tok_seg + max_batch;
@@ -1313,7 +1323,8 @@ llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
 static void
 llm_state_free(llm_state_t *s)
 {
-    free(s->logits);
+    free(s->draw_params);
+    free(s->drawn);
     free(s->tokens);
     free((void *) s->seg_blocks);
     free(s->segs);
@@ -1321,18 +1332,20 @@ llm_state_free(llm_state_t *s)
 }
 
 
-/* a shard's activations for max_batch tokens, in one buffer of its
- * backend, and the backend's scratch for steps of that size */
+/* a shard's activations for max_batch tokens (and on the first, the
+ * classifier's rows), in one buffer of its backend, and the backend's
+ * scratch for steps of that size */
 static int
 llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
     llm_err_t *err)
 {
-    int             d;
-    size_t          per_tok, n;
+    int             d, n_logit;
+    size_t          per_tok, n, nl, acts;
     float          *p;
     llm_reserve_t   r;
 
     d = m->config.n_embd;
+    n_logit = max_batch < LLM_LOGIT_ROWS ? max_batch : LLM_LOGIT_ROWS;
 
     memset(a, 0, sizeof(llm_act_t));
 
@@ -1340,7 +1353,17 @@ llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
               + 2 * (size_t) sh->kv_dim + 2 * (size_t) sh->n_ff
               + (size_t) m->n_rot;
 
-    if (llm_mul_size(per_tok, (size_t) max_batch, &n) != 0
+    nl = 0;
+    if (sh == &m->shards[0]) {
+        nl = (size_t) n_logit * (size_t) m->config.n_vocab;
+    }
+
+    /* the logits start at a multiple of 64 floats into the buffer:
+     * as aligned as the buffer, for the kernels that read them */
+
+    if (llm_mul_size(per_tok, (size_t) max_batch, &acts) != 0
+        || llm_add_size(acts, 63, &acts) != 0
+        || llm_add_size(acts & ~(size_t) 63, nl, &n) != 0
         || llm_mul_size(n, sizeof(float), &n) != 0)
     {
         return llm_err_set(err, LLM_ENOMEM,
@@ -1364,6 +1387,7 @@ llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
     a->hb = a->att_out + (size_t) max_batch * sh->q_dim;
     a->hb2 = a->hb + (size_t) max_batch * sh->n_ff;
     a->rope_cs = a->hb2 + (size_t) max_batch * sh->n_ff;
+    a->logits = nl ? p + (acts & ~(size_t) 63) : NULL;
 
     r.max_tok = max_batch;
     r.max_cols = m->max_cols;
@@ -1723,6 +1747,7 @@ llm_model_forward(llm_model_t *m, llm_kv_t *kv, const int32_t *tokens,
         seg.pos = pos + i;
         seg.blocks = kv->blocks;
         seg.all = all_logits;
+        seg.draw = NULL;
 
         if (logits == NULL) {
             seg.logits = NULL;
@@ -1749,7 +1774,23 @@ int
 llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
     const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err)
 {
-    int                     n, n_segs, n_tok, max;
+    return llm_model_forward_batch_draw(m, pool, seqs, NULL, n_seqs, err);
+}
+
+
+int
+llm_model_can_draw(const llm_model_t *m)
+{
+    return m->shards[0].be->sample != NULL;
+}
+
+
+int
+llm_model_forward_batch_draw(llm_model_t *m, llm_kv_pool_t *pool,
+    const llm_batch_seq_t *seqs, llm_batch_draw_t *draws, int n_seqs,
+    llm_err_t *err)
+{
+    int                     n, n_segs, n_tok, max, last;
     llm_seg_t              *seg;
     const llm_batch_seq_t  *q;
 
@@ -1764,12 +1805,13 @@ llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
                            "KV pool belongs to another model");
     }
 
-    if (llm_batch_check(m, pool, seqs, n_seqs, err) != LLM_OK) {
+    if (llm_batch_check(m, pool, seqs, draws, n_seqs, err) != LLM_OK) {
         return LLM_ERR;
     }
 
     /* a batch of more than max_batch tokens runs as several steps, in
-     * order; a sequence cut between two has its logits from the last */
+     * order; a sequence cut between two has its logits (or its token)
+     * from the last */
 
     max = m->s.max_batch;
     n_segs = 0;
@@ -1795,13 +1837,17 @@ llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
                 n = max - n_tok;
             }
 
+            last = done + n == q->n_tokens;
+
             seg = &m->s.segs[n_segs++];
             seg->tokens = q->tokens + done;
             seg->n = n;
             seg->pos = q->pos + done;
             seg->blocks = q->blocks;
-            seg->logits = done + n == q->n_tokens ? q->logits : NULL;
+            seg->logits = last ? q->logits : NULL;
             seg->all = 0;
+            seg->draw = last && draws != NULL && draws[i].draw ? &draws[i]
+                                                               : NULL;
 
             n_tok += n;
         }
@@ -1820,7 +1866,8 @@ llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
  */
 static int
 llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
-    const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err)
+    const llm_batch_seq_t *seqs, const llm_batch_draw_t *draws, int n_seqs,
+    llm_err_t *err)
 {
     int                     bs, first, need;
     int32_t                 b;
@@ -1851,6 +1898,15 @@ llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
                                "outside the pool's %lld", i, q->pos,
                                (long long) q->pos + q->n_tokens - 1,
                                (long long) cap);
+        }
+
+        if (draws != NULL && draws[i].draw
+            && (q->logits != NULL || !llm_model_can_draw(m)))
+        {
+            return llm_err_set(err, LLM_EINVAL,
+                               "sequence %d: %s", i, q->logits != NULL
+                               ? "a token to draw and logits both wanted"
+                               : "the backend draws no tokens");
         }
 
         need = (q->pos + q->n_tokens - 1) / bs + 1;
@@ -1993,9 +2049,7 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
         return LLM_ERR;
     }
 
-    llm_forward_logits(m, segs, n_segs);
-
-    rc = LLM_OK;
+    rc = llm_forward_logits(m, segs, n_segs, err);
 
     for (int i = 0; i < m->n_shards; i++) {
         be = m->shards[i].be;
@@ -2161,75 +2215,167 @@ llm_allreduce(llm_model_t *m, int64_t n)
 
 
 /*
- * The classifier on the first shard, only on the rows that want logits.
- * A segment that wants every row writes straight into its caller's
- * buffer; the last rows of the others are gathered LLM_LOGIT_ROWS at a
- * time, so that the output matrix (the largest) is read once per that
- * many sequences.
+ * The classifier on the first shard, only on the rows that want logits
+ * or a token.  A segment that wants every row writes straight into its
+ * caller's buffer.  The last rows of the others are gathered
+ * LLM_LOGIT_ROWS at a time, so that the output matrix (the largest) is
+ * read once per that many sequences: rows to draw from first, then the
+ * rows that go to the host.
  */
-static void
-llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs)
+static int
+llm_forward_logits(llm_model_t *m, const llm_seg_t *segs, int n_segs,
+    llm_err_t *err)
 {
-    int             d, n_vocab, t, rows;
-    int             pending[LLM_LOGIT_ROWS];
+    int             d, t, n_draw, n_host, cap;
     float          *x, *xb;
-    llm_state_t    *s;
+    llm_row_t       rows[LLM_LOGIT_ROWS];
     llm_config_t   *c;
     llm_shard_t    *sh;
     llm_backend_t  *be;
 
     c = &m->config;
-    s = &m->s;
     sh = &m->shards[0];
     be = sh->be;
     x = sh->a.x;
     xb = sh->a.xb;
     d = c->n_embd;
-    n_vocab = c->n_vocab;
-    rows = 0;
+
+    /* first the segments that want every row, in rows t.. of xb: the
+     * gathered rows below overwrite rows 0.. once these are done */
+
     t = 0;
-
-    for (int i = 0; i <= n_segs; i++) {
-        if (i == n_segs || rows == LLM_LOGIT_ROWS) {
-            /* flush the gathered rows; one goes straight to its buffer */
-
-            if (rows == 1) {
-                be->matmul_host(be, segs[pending[0]].logits, xb, 1,
-                                &sh->w.output);
-
-            } else if (rows > 1) {
-                be->matmul_host(be, s->logits, xb, rows, &sh->w.output);
-
-                for (int r = 0; r < rows; r++) {
-                    memcpy(segs[pending[r]].logits,
-                           s->logits + (size_t) r * n_vocab,
-                           (size_t) n_vocab * sizeof(float));
-                }
-            }
-
-            rows = 0;
-
-            if (i == n_segs) {
-                break;
-            }
-        }
-
+    for (int i = 0; i < n_segs; i++) {
         if (segs[i].logits != NULL && segs[i].all) {
-            /* rows t.. of xb are past every gathered row (one per
-             * earlier segment at most) */
             be->rmsnorm(be, xb + (size_t) t * d, x + (size_t) t * d,
                         sh->w.output_norm, segs[i].n, d, c->norm_eps);
 
             be->matmul_host(be, segs[i].logits, xb + (size_t) t * d,
                             segs[i].n, &sh->w.output);
-
-        } else if (segs[i].logits != NULL) {
-            be->rmsnorm(be, xb + (size_t) rows * d,
-                        x + (size_t) (t + segs[i].n - 1) * d,
-                        sh->w.output_norm, 1, d, c->norm_eps);
-            pending[rows++] = i;
         }
 
         t += segs[i].n;
     }
+
+    /* rows to draw from fill rows[] from the front, rows for the host
+     * from the back */
+
+    cap = m->s.n_logit;
+    n_draw = 0;
+    n_host = 0;
+    t = 0;
+
+    for (int i = 0; i < n_segs; i++) {
+        t += segs[i].n;
+
+        if (segs[i].draw != NULL) {
+            rows[n_draw].seg = i;
+            rows[n_draw].tok = t - 1;
+            n_draw++;
+
+        } else if (segs[i].logits != NULL && !segs[i].all) {
+            n_host++;
+            rows[cap - n_host].seg = i;
+            rows[cap - n_host].tok = t - 1;
+
+        } else {
+            continue;
+        }
+
+        if (n_draw + n_host == cap) {
+            if (llm_forward_rows(m, segs, rows, n_draw, n_host, err)
+                != LLM_OK)
+            {
+                return LLM_ERR;
+            }
+
+            n_draw = 0;
+            n_host = 0;
+        }
+    }
+
+    if (n_draw + n_host > 0
+        && llm_forward_rows(m, segs, rows, n_draw, n_host, err) != LLM_OK)
+    {
+        return LLM_ERR;
+    }
+
+    return LLM_OK;
+}
+
+
+/*
+ * One pass of the classifier over gathered rows: rows[0..n_draw) to
+ * draw from, rows[cap - 1] down to rows[cap - n_host] for the host
+ * (cap = LLM_LOGIT_ROWS rows at most).  Their logits go to the shard's
+ * buffer in that order, one matrix product; the tokens are drawn there
+ * with one call of the sample hook, the host's rows are read out.
+ */
+static int
+llm_forward_rows(llm_model_t *m, const llm_seg_t *segs, const llm_row_t *rows,
+    int n_draw, int n_host, llm_err_t *err)
+{
+    int                 d, n_vocab, cap;
+    size_t              row_bytes;
+    float              *logits;
+    llm_state_t        *s;
+    llm_config_t       *c;
+    llm_shard_t        *sh;
+    llm_backend_t      *be;
+    const llm_row_t    *r;
+
+    c = &m->config;
+    s = &m->s;
+    sh = &m->shards[0];
+    be = sh->be;
+    d = c->n_embd;
+    n_vocab = c->n_vocab;
+    cap = s->n_logit;
+    logits = sh->a.logits;
+    row_bytes = (size_t) n_vocab * sizeof(float);
+
+    for (int i = 0; i < n_draw + n_host; i++) {
+        r = i < n_draw ? &rows[i] : &rows[cap - 1 - (i - n_draw)];
+
+        be->rmsnorm(be, sh->a.xb + (size_t) i * d,
+                    sh->a.x + (size_t) r->tok * d, sh->w.output_norm, 1, d,
+                    c->norm_eps);
+    }
+
+    if (n_draw == 0 && n_host == 1) {
+        /* one row, to the host: straight into its buffer */
+        be->matmul_host(be, segs[rows[cap - 1].seg].logits, sh->a.xb, 1,
+                        &sh->w.output);
+        return LLM_OK;
+    }
+
+    be->matmul(be, logits, sh->a.xb, n_draw + n_host, &sh->w.output);
+
+    if (n_draw > 0) {
+        for (int i = 0; i < n_draw; i++) {
+            s->draw_params[i] = segs[rows[i].seg].draw->params;
+        }
+
+        if (be->sample(be, s->drawn, logits, n_draw, n_vocab,
+                       s->draw_params, err)
+            != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+
+        for (int i = 0; i < n_draw; i++) {
+            segs[rows[i].seg].draw->token = s->drawn[i];
+        }
+    }
+
+    for (int i = 0; i < n_host; i++) {
+        if (be->read(be, segs[rows[cap - 1 - i].seg].logits,
+                     logits + (size_t) (n_draw + i) * n_vocab, row_bytes,
+                     err)
+            != LLM_OK)
+        {
+            return LLM_ERR;
+        }
+    }
+
+    return LLM_OK;
 }

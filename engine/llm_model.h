@@ -9,6 +9,7 @@
 #ifndef LLM_MODEL_H
 #define LLM_MODEL_H
 
+#include "llm_backend.h"
 #include "llm_common.h"
 
 
@@ -150,6 +151,29 @@ typedef struct {
  */
 int llm_model_forward_batch(llm_model_t *m, llm_kv_pool_t *pool,
     const llm_batch_seq_t *seqs, int n_seqs, llm_err_t *err);
+
+
+/* a token to draw from a sequence's next logits, instead of the logits */
+typedef struct {
+    int                  draw;      /* 0: nothing to draw */
+    llm_sample_params_t  params;    /* the draw of llm_backend.h */
+    int32_t              token;     /* out: the token drawn */
+} llm_batch_draw_t;
+
+/* whether the backend draws tokens itself (its sample hook), so that
+ * llm_model_forward_batch_draw() can be asked to */
+int llm_model_can_draw(const llm_model_t *m);
+
+/*
+ * llm_model_forward_batch(), where each sequence i with draws[i].draw
+ * set (and no logits buffer) has the token after its last new token
+ * drawn by the backend into draws[i].token: its logits are computed
+ * with the others' and never leave the backend.  draws (n_seqs) may be
+ * NULL: nothing drawn.
+ */
+int llm_model_forward_batch_draw(llm_model_t *m, llm_kv_pool_t *pool,
+    const llm_batch_seq_t *seqs, llm_batch_draw_t *draws, int n_seqs,
+    llm_err_t *err);
 
 
 #endif /* LLM_MODEL_H */

@@ -1,10 +1,11 @@
 /*
  * Copyright (C) ngx_llm developers
  *
- * The generator is xorshift64* (Vigna): 64 bits of state, never zero,
- * owned by the request.  A seed is mixed with splitmix64 first, so that
- * seeds 0, 1, 2 ... give unrelated streams and seed 0 gives a valid
- * state.
+ * The draw is llm_backend.h's (llm_sample_fast, the twin's rule): its
+ * uniform is splitmix64 of the seed and the number of tokens drawn so
+ * far, so that seeds 0, 1, 2 ... give unrelated streams, seed 0 is as
+ * good as any, and the n-th token of a request depends on nothing but
+ * its seed, n and its logits, wherever it is drawn.
  */
 
 #include <math.h>
@@ -14,9 +15,6 @@
 #include "llm_sampler.h"
 
 
-static uint64_t llm_splitmix64(uint64_t x);
-static uint64_t llm_rng_next(uint64_t *state);
-static float llm_rng_float(uint64_t *state);
 static int32_t llm_argmax(const float *x, int n);
 static int llm_cmp_key_desc(const void *a, const void *b);
 
@@ -43,23 +41,18 @@ llm_sampler_init(llm_sampler_t *s, int n_vocab, float temperature,
                            "sampler: top_p %g is not in (0, 1]", top_p);
     }
 
-    s->probs = malloc((size_t) n_vocab * sizeof(float));
-    s->index = malloc((size_t) n_vocab * sizeof(int32_t));
-    s->keys = malloc((size_t) n_vocab * sizeof(uint64_t));
-
-    if (s->probs == NULL || s->index == NULL || s->keys == NULL) {
-        llm_sampler_free(s);
+    /* the draw's scratch, 16 bytes a token, holds llm_sampler_top()'s
+     * keys as well */
+    s->scratch = malloc(LLM_SAMPLE_SCRATCH(n_vocab));
+    if (s->scratch == NULL) {
         return llm_err_set(err, LLM_ENOMEM, "sampler: out of memory");
     }
 
     s->n_vocab = n_vocab;
     s->temperature = temperature;
     s->top_p = top_p;
-    s->rng = llm_splitmix64(seed);
-
-    if (s->rng == 0) {
-        s->rng = 0x9e3779b97f4a7c15ULL;
-    }
+    s->seed = seed;
+    s->counter = 0;
 
     return LLM_OK;
 }
@@ -68,18 +61,14 @@ llm_sampler_init(llm_sampler_t *s, int n_vocab, float temperature,
 void
 llm_sampler_free(llm_sampler_t *s)
 {
-    free(s->probs);
-    free(s->index);
-    free(s->keys);
+    free(s->scratch);
     free(s->work);
     free(s->counts);
     free(s->seen);
     free(s->hist);
     free(s->bias_ids);
     free(s->bias);
-    s->probs = NULL;
-    s->index = NULL;
-    s->keys = NULL;
+    s->scratch = NULL;
     s->work = NULL;
     s->counts = NULL;
     s->seen = NULL;
@@ -298,11 +287,14 @@ int
 llm_sampler_top(llm_sampler_t *s, const float *logits, int k, int32_t *ids,
     float *logprobs)
 {
-    int     n;
-    float   max;
-    double  sum, lse;
+    int        n;
+    float      max;
+    double     sum, lse;
+    uint64_t  *keys;
 
     n = s->n_vocab;
+    keys = s->scratch;
+
     if (k > n) {
         k = n;
     }
@@ -321,14 +313,14 @@ llm_sampler_top(llm_sampler_t *s, const float *logits, int k, int32_t *ids,
     for (int i = 0; i < n; i++) {
         float  v = logits[i] - max;
 
-        s->keys[i] = llm_sampler_key(v == v ? expf(v) : 0.0f, i);
+        keys[i] = llm_sampler_key(v == v ? expf(v) : 0.0f, i);
     }
 
-    llm_select_largest(s->keys, n, k);
-    qsort(s->keys, (size_t) k, sizeof(uint64_t), llm_cmp_key_desc);
+    llm_select_largest(keys, n, k);
+    qsort(keys, (size_t) k, sizeof(uint64_t), llm_cmp_key_desc);
 
     for (int i = 0; i < k; i++) {
-        ids[i] = llm_sampler_key_id(s->keys[i]);
+        ids[i] = llm_sampler_key_id(keys[i]);
         logprobs[i] = (float) ((double) logits[ids[i]] - lse);
     }
 
@@ -339,15 +331,14 @@ llm_sampler_top(llm_sampler_t *s, const float *logits, int k, int32_t *ids,
 int32_t
 llm_sample(llm_sampler_t *s, float *logits, float *logprob)
 {
-    int           n, n_cand, k;
-    float         max, r, cdf, cutoff, mass, thr, *p;
-    double        sum;
-    int32_t       id, *idx;
-    const float  *l;
+    int                   n;
+    float                 max;
+    double                sum;
+    int32_t               id;
+    const float          *l;
+    llm_sample_params_t   p;
 
     n = s->n_vocab;
-    p = s->probs;
-    idx = s->index;
 
     if (logprob != NULL) {
         /* under the model's own distribution: temperature 1, nothing
@@ -364,119 +355,13 @@ llm_sample(llm_sampler_t *s, float *logits, float *logprob)
 
     if (s->temperature == 0.0f) {
         id = llm_argmax(l, n);
-        goto done;
+
+    } else {
+        llm_sampler_params(s, &p);
+        id = llm_sample_fast(l, n, &p, s->scratch);
     }
 
-    /* softmax of l / temperature, into the scratch */
-
-    max = l[llm_argmax(l, n)];
-    sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        p[i] = expf((l[i] - max) / s->temperature);
-        sum += p[i];
-    }
-
-    if (!(sum > 0.0) || !isfinite(sum)) {
-        /* NaN or overflow somewhere upstream: fall back to greedy */
-        id = llm_argmax(l, n);
-        goto done;
-    }
-
-    for (int i = 0; i < n; i++) {
-        p[i] = (float) (p[i] / sum);
-    }
-
-    r = llm_rng_float(&s->rng);
-    k = s->top_k > 0 && s->top_k < n ? s->top_k : 0;
-
-    if (k == 0 && s->top_p >= 1.0f && s->min_p <= 0.0f) {
-        cdf = 0.0f;
-        for (int i = 0; i < n; i++) {
-            cdf += p[i];
-            if (r < cdf) {
-                id = i;
-                goto done;
-            }
-        }
-
-        /* rounding left r past the last sum: take the last token that
-         * has any probability */
-        for (id = n - 1; id > 0 && p[id] == 0.0f; id--) {
-            /* void */
-        }
-
-        goto done;
-    }
-
-    /*
-     * Candidates.  min_p drops p < min_p * p_max.  Without top_k, a token
-     * below (1 - top_p) / (n - 1) can never be in the nucleus (the others
-     * would have reached top_p without it), so only what is above that
-     * cutoff needs sorting.
-     */
-
-    thr = s->min_p > 0.0f ? s->min_p * p[llm_argmax(p, n)] : 0.0f;
-    if (k == 0 && s->top_p < 1.0f && n > 1) {
-        cutoff = (1.0f - s->top_p) / (float) (n - 1);
-        if (cutoff > thr) {
-            thr = cutoff;
-        }
-    }
-
-    n_cand = 0;
-    for (int i = 0; i < n; i++) {
-        if (p[i] >= thr && p[i] > 0.0f) {
-            s->keys[n_cand++] = llm_sampler_key(p[i], i);
-        }
-    }
-
-    if (n_cand == 0) {
-        id = llm_argmax(l, n);
-        goto done;
-    }
-
-    if (k && n_cand > k) {
-        llm_select_largest(s->keys, n_cand, k);
-        n_cand = k;
-    }
-
-    qsort(s->keys, (size_t) n_cand, sizeof(uint64_t), llm_cmp_key_desc);
-
-    /* the nucleus of what is left, renormalized */
-    mass = 0.0f;
-    for (int i = 0; i < n_cand; i++) {
-        idx[i] = llm_sampler_key_id(s->keys[i]);
-        mass += p[idx[i]];
-    }
-
-    if (s->top_p < 1.0f) {
-        /* over the whole distribution, or over what top_k and min_p
-         * left (the cutoff alone drops no part of the nucleus) */
-        float  total = (k == 0 && s->min_p <= 0.0f) ? 1.0f : mass;
-
-        mass = 0.0f;
-        for (int i = 0; i < n_cand; i++) {
-            mass += p[idx[i]];
-            if (mass >= s->top_p * total) {
-                n_cand = i + 1;
-                break;
-            }
-        }
-    }
-
-    r *= mass;
-    cdf = 0.0f;
-    id = idx[n_cand - 1];
-
-    for (int i = 0; i < n_cand; i++) {
-        cdf += p[idx[i]];
-        if (r < cdf) {
-            id = idx[i];
-            break;
-        }
-    }
-
-done:
+    s->counter++;
 
     if (logprob != NULL) {
         *logprob += logits[id];
@@ -486,36 +371,35 @@ done:
 }
 
 
-static uint64_t
-llm_splitmix64(uint64_t x)
+int
+llm_sampler_plain(const llm_sampler_t *s)
 {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
+    /* the history is kept only once a penalty was set */
+    return s->n_bias == 0
+           && (s->counts == NULL
+               || (s->repetition == 1.0f && s->frequency == 0.0f
+                   && s->presence == 0.0f));
 }
 
 
-static uint64_t
-llm_rng_next(uint64_t *state)
+void
+llm_sampler_params(const llm_sampler_t *s, llm_sample_params_t *p)
 {
-    uint64_t  x;
-
-    x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-
-    return x * 0x2545f4914f6cdd1dULL;
+    p->temperature = s->temperature;
+    p->top_k = s->top_k;
+    p->top_p = s->top_p;
+    p->min_p = s->min_p;
+    p->seed = s->seed;
+    p->counter = s->counter;
 }
 
 
-/* uniform in [0, 1): the top 24 bits */
-static float
-llm_rng_float(uint64_t *state)
+/* a token drawn under llm_sampler_params() by someone else: the next
+ * draw is the next counter's */
+void
+llm_sampler_drawn(llm_sampler_t *s)
 {
-    return (float) (llm_rng_next(state) >> 40) * (1.0f / 16777216.0f);
+    s->counter++;
 }
 
 

@@ -3,26 +3,34 @@
  *
  * Token sampling, per request and deterministic for a seed.  In order:
  * logit_bias, then the penalties (repetition over the prompt and what was
- * generated; frequency and presence over what was generated), then greedy
- * when temperature is 0, else softmax(logits / temperature), min_p, top_k,
- * top_p (nucleus, renormalized over what is left) and a draw from a
- * per-request xorshift generator.
+ * generated; frequency and presence over what was generated), both on a
+ * copy of the logits; then greedy when temperature is 0 (the first
+ * largest, NaN never), else the draw of llm_backend.h, the one the
+ * backends' sample hooks make: weights exp((l - max) / temperature),
+ * top_k (ties at the k-th kept), min_p (weight >= min_p times the
+ * largest), top_p (the fewest largest reaching top_p of what is left,
+ * ties kept) and u = llm_sample_uniform(seed, counter), counter being
+ * the tokens drawn so far.  So a request without bias or penalties gets
+ * the same tokens whether it is sampled here or by the backend from
+ * logits that never left it (llm_model_forward_batch_draw).
  */
 
 #ifndef LLM_SAMPLER_H
 #define LLM_SAMPLER_H
 
+#include "llm_backend.h"
 #include "llm_common.h"
 
 
 typedef struct {
     float      temperature;   /* 0: argmax */
     float      top_p;         /* (0, 1] */
-    uint64_t   rng;           /* xorshift64* state, never 0 */
+    uint64_t   seed;          /* the request's */
+    uint64_t   counter;       /* tokens drawn so far */
     int        n_vocab;
-    float     *probs;         /* n_vocab scratch, allocated by init */
-    int32_t   *index;         /* n_vocab scratch */
-    uint64_t  *keys;          /* n_vocab scratch: top-p sort keys */
+    void      *scratch;       /* LLM_SAMPLE_SCRATCH(n_vocab), allocated
+                               * by init: the draw's, or the sort keys of
+                               * llm_sampler_top() (uint64_t, n_vocab) */
     float     *work;          /* n_vocab scratch: adjusted logits */
 
     /* set by the caller after init; 0 is off */
@@ -69,10 +77,21 @@ void llm_sampler_accept(llm_sampler_t *s, int32_t id, int generated);
 int llm_sampler_top(llm_sampler_t *s, const float *logits, int k,
     int32_t *ids, float *logprobs);
 
-/* picks the next token from n_vocab logits (which it may modify); stores
- * the chosen token's log-probability under the unmodified distribution
- * (temperature 1, no truncation) in *logprob when that is not NULL */
+/* picks the next token from n_vocab logits (which it may modify) and
+ * counts it drawn; stores the chosen token's log-probability under the
+ * unmodified distribution (temperature 1, no truncation) in *logprob
+ * when that is not NULL */
 int32_t llm_sample(llm_sampler_t *s, float *logits, float *logprob);
+
+/*
+ * Whether llm_sample() is the draw of llm_backend.h on the logits as
+ * they are, nothing applied first (no logit_bias, no penalty): a token
+ * may then be drawn by a backend's sample hook under
+ * llm_sampler_params(), and counted with llm_sampler_drawn().
+ */
+int llm_sampler_plain(const llm_sampler_t *s);
+void llm_sampler_params(const llm_sampler_t *s, llm_sample_params_t *p);
+void llm_sampler_drawn(llm_sampler_t *s);
 
 
 #endif /* LLM_SAMPLER_H */

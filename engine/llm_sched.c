@@ -11,6 +11,12 @@
  * prompt up in the prefix cache block by block.  When blocks run out, the
  * youngest sequence holding blocks is preempted: its blocks go back (the
  * published ones stay cached) and it recomputes later from its tokens.
+ *
+ * A sequence whose next token needs nothing but the draw of llm_backend.h
+ * has it drawn by the backend, where its logits are (a GPU's memory), in
+ * the same step; the others get their logits on the host, sampled by
+ * llm_serve_token().  The draw is the same either way, so this changes
+ * no token, only what crosses to the host.
  */
 
 #include <stdlib.h>
@@ -30,6 +36,7 @@ static void llm_sched_rkv_ask(llm_server_t *srv, llm_seq_t *q);
 static uint64_t llm_sched_fingerprint(const llm_model_t *model);
 static int llm_sched_gather(llm_server_t *srv, llm_serve_model_t *m,
     int *n_tok);
+static int llm_sched_draws(const llm_seq_t *q);
 static void llm_sched_gauges(llm_server_t *srv);
 
 
@@ -108,7 +115,7 @@ llm_sched_admit_check(llm_seq_t *q, llm_err_t *err)
 void
 llm_sched_step(llm_server_t *srv)
 {
-    int                  n, kept, *n_tok;
+    int                  n, kept, can_draw, *n_tok;
     uint64_t             t0;
     llm_err_t            err;
     llm_seq_t           *q, *v;
@@ -165,7 +172,12 @@ llm_sched_step(llm_server_t *srv)
             }
         }
 
+        /* the next token of a sequence that completes its known tokens:
+         * drawn by the backend, or its logits to the host */
+
+        can_draw = llm_model_can_draw(m->model);
         kept = 0;
+
         for (int i = 0; i < n; i++) {
             q = srv->batch_seq[i];
             if (q == NULL) {
@@ -179,8 +191,20 @@ llm_sched_step(llm_server_t *srv)
             srv->batch[kept].pos = q->n_past;
             srv->batch[kept].blocks = q->blocks;
             srv->batch[kept].n_blocks = q->n_blocks;
-            srv->batch[kept].logits = q->n_past + n_tok[i] == q->n_tokens
-                                      ? q->logits : NULL;
+            srv->batch[kept].logits = NULL;
+            srv->batch_draw[kept].draw = 0;
+
+            if (q->n_past + n_tok[i] == q->n_tokens) {
+                if (can_draw && llm_sched_draws(q)) {
+                    srv->batch_draw[kept].draw = 1;
+                    llm_sampler_params(&q->sampler,
+                                       &srv->batch_draw[kept].params);
+
+                } else {
+                    srv->batch[kept].logits = q->logits;
+                }
+            }
+
             srv->batch_seq[kept] = q;
             n_tok[kept] = n_tok[i];
             kept++;
@@ -192,8 +216,8 @@ llm_sched_step(llm_server_t *srv)
 
         t0 = llm_now_us();
 
-        if (llm_model_forward_batch(m->model, m->pool, srv->batch, kept,
-                                    &err)
+        if (llm_model_forward_batch_draw(m->model, m->pool, srv->batch,
+                                         srv->batch_draw, kept, &err)
             != LLM_OK)
         {
             llm_log(LLM_LOG_ERR, "model %s: forward: %s", m->name,
@@ -219,12 +243,25 @@ llm_sched_step(llm_server_t *srv)
             llm_sched_publish(srv, q);
 
             if (q->n_past == q->n_tokens) {
-                llm_serve_token(srv, q);
+                llm_serve_token(srv, q, srv->batch_draw[i].draw
+                                        ? srv->batch_draw[i].token : -1);
             }
         }
     }
 
     llm_sched_gauges(srv);
+}
+
+
+/*
+ * Whether the sequence's next token needs nothing but the backend's draw:
+ * llm_serve_token() reads q->logits for logprobs (the token's and the
+ * alternatives) and llm_sample() for logit_bias and the penalties.
+ */
+static int
+llm_sched_draws(const llm_seq_t *q)
+{
+    return q->logprobs < 0 && llm_sampler_plain(&q->sampler);
 }
 
 

@@ -104,6 +104,7 @@ typedef struct {
 
     /* one step's batch, sized max_seqs */
     llm_batch_seq_t     *batch;
+    llm_batch_draw_t    *batch_draw;      /* the tokens the backend draws */
     llm_seq_t          **batch_seq;
     int                 *batch_ntok;
 } llm_server_t;
@@ -126,7 +127,7 @@ void llm_serve_error(llm_server_t *srv, llm_seq_t *q, uint16_t status,
     const char *type, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 void llm_serve_release(llm_server_t *srv, llm_seq_t *q, int finished);
-void llm_serve_token(llm_server_t *srv, llm_seq_t *q);
+void llm_serve_token(llm_server_t *srv, llm_seq_t *q, int32_t drawn);
 
 
 #endif /* LLM_SCHED_H */

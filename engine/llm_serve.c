@@ -365,10 +365,12 @@ llm_serve_main(int argc, char **argv)
 
     srv->seqs = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t));
     srv->batch = calloc((size_t) srv->max_seqs, sizeof(llm_batch_seq_t));
+    srv->batch_draw = calloc((size_t) srv->max_seqs,
+                             sizeof(llm_batch_draw_t));
     srv->batch_seq = calloc((size_t) srv->max_seqs, sizeof(llm_seq_t *));
     srv->batch_ntok = calloc((size_t) srv->max_seqs, sizeof(int));
-    if (srv->seqs == NULL || srv->batch == NULL || srv->batch_seq == NULL
-        || srv->batch_ntok == NULL)
+    if (srv->seqs == NULL || srv->batch == NULL || srv->batch_draw == NULL
+        || srv->batch_seq == NULL || srv->batch_ntok == NULL)
     {
         fprintf(stderr, "llm-engine: out of memory\n");
         return 1;
@@ -430,6 +432,7 @@ llm_serve_main(int argc, char **argv)
     }
     free(srv->seqs);
     free(srv->batch);
+    free(srv->batch_draw);
     free(srv->batch_seq);
     free(srv->batch_ntok);
     free(srv);
@@ -983,12 +986,13 @@ llm_serve_housekeep(llm_server_t *srv, llm_seq_t *q)
 
 
 /*
- * After a step that computed the sequence's last known token: samples
- * the next one from q->logits and queues its events (LOGPROBS, TOKEN,
- * and DONE when the sequence ends).
+ * After a step that computed the sequence's last known token: takes the
+ * token the backend drew (drawn >= 0), or samples the next one from
+ * q->logits, and queues its events (LOGPROBS, TOKEN, and DONE when the
+ * sequence ends).
  */
 void
-llm_serve_token(llm_server_t *srv, llm_seq_t *q)
+llm_serve_token(llm_server_t *srv, llm_seq_t *q, int32_t drawn)
 {
     int                     stopped, n_top;
     float                   logprob, top_lps[LLM_LOGPROBS_MAX];
@@ -1003,17 +1007,27 @@ llm_serve_token(llm_server_t *srv, llm_seq_t *q)
     tok = llm_model_tokenizer(q->m->model);
 
     n_top = 0;
-    if (q->logprobs > 0) {
-        /* before sampling, from the model's own logits */
-        n_top = llm_sampler_top(&q->sampler, q->logits, q->logprobs,
-                                top_ids, top_lps);
+    logprob = 0.0f;
+
+    if (drawn >= 0) {
+        /* the same draw as llm_sample()'s, made where the logits are
+         * (llm_sched.c asks for it only when nothing else needs them) */
+        id = drawn;
+        llm_sampler_drawn(&q->sampler);
+
+    } else {
+        if (q->logprobs > 0) {
+            /* before sampling, from the model's own logits */
+            n_top = llm_sampler_top(&q->sampler, q->logits, q->logprobs,
+                                    top_ids, top_lps);
+        }
+
+        /* the token's log-probability costs an exponential per
+         * vocabulary entry: only for a request that asked for logprobs */
+        id = llm_sample(&q->sampler, q->logits,
+                        q->logprobs >= 0 ? &logprob : NULL);
     }
 
-    /* the token's log-probability costs an exponential per vocabulary
-     * entry: only for a request that asked for logprobs */
-    logprob = 0.0f;
-    id = llm_sample(&q->sampler, q->logits,
-                    q->logprobs >= 0 ? &logprob : NULL);
     if (q->t_first == 0) {
         q->t_first = llm_now_us();
     }

@@ -6,8 +6,9 @@
 
 use strict;
 use warnings;
+use Cwd ();
 use FindBin;
-use lib "$FindBin::Bin/../lib";
+use lib Cwd::abs_path("$FindBin::Bin/../lib");
 use Test::More;
 use JSON::PP;
 use LLMTest;
