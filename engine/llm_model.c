@@ -45,6 +45,7 @@
 
 #include "llm_backend.h"
 #include "llm_gguf.h"
+#include "llm_log.h"
 #include "llm_model.h"
 #include "llm_quant.h"
 #include "llm_tokenizer.h"
@@ -288,6 +289,7 @@ static int llm_forward_logits(llm_model_t *m, const llm_seg_t *segs,
 static int llm_forward_rows(llm_model_t *m, const llm_seg_t *segs,
     const llm_row_t *rows, int n_draw, int n_host, llm_err_t *err);
 static void llm_allreduce(llm_model_t *m, int64_t n);
+static void llm_group_lost(llm_model_t *m, const char *why);
 
 
 int
@@ -1977,6 +1979,26 @@ llm_batch_check(llm_model_t *m, llm_kv_pool_t *p,
 
 
 /*
+ * A step a tensor-parallel group cannot finish: some shards have work
+ * queued that waits for the others' collectives, which will not come.
+ * As a failed collective (llm_nccl.c), the engine exits to be restarted;
+ * a single shard just fails the step.
+ */
+static void
+llm_group_lost(llm_model_t *m, const char *why)
+{
+    if (m->n_shards == 1) {
+        return;
+    }
+
+    llm_log(LLM_LOG_ERR, "%s: a step of the group of %d shards failed: "
+            "%s; exiting for a restart", llm_gguf_path(m->gguf),
+            m->n_shards, why);
+    exit(EXIT_FAILURE);
+}
+
+
+/*
  * One step over n_tok tokens (at most max_batch), in segments of one
  * sequence each, already checked: the step's description for the
  * backends, the layers (recorded once and replayed for a decode shape
@@ -1986,7 +2008,7 @@ static int
 llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
     int n_segs, int n_tok, llm_err_t *err)
 {
-    int             t, rc, replay;
+    int             t, rc, r, replay, graphs;
     uint64_t        key;
     llm_step_t      st;
     llm_state_t    *s;
@@ -2025,28 +2047,47 @@ llm_forward(llm_model_t *m, llm_kv_pool_t *p, const llm_seg_t *segs,
         }
     }
 
-    /* a graph per decode shape (the batch, and the pool whose addresses
-     * and sizes a recording holds); one shard only, as the shards of a
-     * group would have to record their collectives together */
-    be = m->shards[0].be;
+    /*
+     * A graph per decode shape (the batch, and the pool whose addresses
+     * and sizes a recording holds), on every shard of a group at once:
+     * each records its part, its collectives with it, and all replay
+     * together.  The shards see the same shapes, so they record and
+     * replay in step; one that does not (its device failed) leaves the
+     * others' collectives waiting for it: a failure of the group, fatal
+     * as a collective's is.
+     */
+    graphs = st.decode && m->shards[0].be->graph_begin != NULL
+             && m->shards[0].be->graph_end != NULL;
     replay = 0;
-    key = llm_hash_data((uint64_t) n_tok, &p->kv[0], sizeof(llm_kv_buf_t));
 
-    if (st.decode && m->n_shards == 1 && be->graph_begin != NULL) {
-        replay = be->graph_begin(be, key, err);
-        if (replay < 0) {
+    for (int i = 0; graphs && i < m->n_shards; i++) {
+        be = m->shards[i].be;
+        key = llm_hash_data((uint64_t) n_tok, &p->kv[i],
+                            sizeof(llm_kv_buf_t));
+        r = be->graph_begin(be, key, err);
+
+        if (r < 0 || (i > 0 && r != replay)) {
+            llm_group_lost(m, r < 0 ? err->errstr
+                                    : "the shards' graphs are out of step");
             return LLM_ERR;
         }
+
+        replay = r;
     }
 
     if (!replay) {
         llm_forward_layers(m, p, n_tok);
     }
 
-    if (st.decode && m->n_shards == 1 && be->graph_end != NULL
-        && be->graph_end(be, key, err) != LLM_OK)
-    {
-        return LLM_ERR;
+    for (int i = 0; graphs && i < m->n_shards; i++) {
+        be = m->shards[i].be;
+        key = llm_hash_data((uint64_t) n_tok, &p->kv[i],
+                            sizeof(llm_kv_buf_t));
+
+        if (be->graph_end(be, key, err) != LLM_OK) {
+            llm_group_lost(m, err->errstr);
+            return LLM_ERR;
+        }
     }
 
     rc = llm_forward_logits(m, segs, n_segs, err);

@@ -92,6 +92,22 @@ for my $spec (['stories260K', 1e-3], ['tiny-llama3-f32', 1e-3],
        "$m: --tp 2 on the GPUs writes the CPU's greedy text") or diag($err);
 }
 
+# the decode steps of a group run as CUDA graphs on both GPUs, their
+# all-reduces recorded in them
+{
+    my ($out, $err, $st) = run({ %two, LLM_EMU_TRACE => 1 }, $E, 'generate',
+                               '--model', "$F/models/stories260K.gguf",
+                               '--prompt', 'Once upon a time',
+                               '--temperature', '0', '--max-tokens', '8',
+                               '--backend', 'cuda', '--tp', '2');
+    my %cap;
+    $cap{$1}++ while $err =~ /^llm-emu: launch \S+ .*device (\d) \(captured\)$/mg;
+    my $nccl = () = $err =~ /^llm-emu: ncclAllReduce .* \(captured\)$/mg;
+    ok($st == 0 && ($cap{0} // 0) > 0 && ($cap{1} // 0) > 0 && $nccl > 0,
+       sprintf('--tp 2 records graphs on both GPUs (%d and %d launches, '
+               . '%d all-reduces)', $cap{0} // 0, $cap{1} // 0, $nccl));
+}
+
 # memory: a device with 200 MiB holds a 13 MB model (the weights'
 # arena no longer wants 256 MiB at once); 40 MiB does not, and says so
 my $m = "$F/models/tiny-llama3-f32.gguf";

@@ -1196,9 +1196,10 @@ llm_emu_launch(const llm_emu_cfg &c, const void *func, const char *name,
     }
 
     if (llm_emu_trace) {
-        llm_emu_say("launch %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu%s",
-                    name, c.grid.x, c.grid.y, c.grid.z, c.block.x, c.block.y,
-                    c.block.z, c.smem, s->graph ? " (captured)" : "");
+        llm_emu_say("launch %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu "
+                    "device %d%s", name, c.grid.x, c.grid.y, c.grid.z,
+                    c.block.x, c.block.y, c.block.z, c.smem, s->device,
+                    s->graph ? " (captured)" : "");
     }
 
     op = std::make_shared<llm_emu_op>();
@@ -2263,6 +2264,11 @@ ncclAllReduce(const void *send, void *recv, size_t count,
         llm_emu_say("ncclAllReduce: rank %d: buffers not within memory of "
                     "device %d", comm->rank, comm->device);
         return ncclInvalidArgument;
+    }
+
+    if (llm_emu_trace) {
+        llm_emu_say("ncclAllReduce of %zu on device %d%s", count,
+                    comm->device, s->graph ? " (captured)" : "");
     }
 
     o = std::make_shared<llm_emu_op>();
