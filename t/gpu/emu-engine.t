@@ -67,8 +67,8 @@ for my $spec (['stories260K', 1e-3], ['tiny-llama3-f32', 1e-3],
               ['tiny-qwen3-q4_k_m', 5e-2]) {
     my ($m, $tol) = @$spec;
     my $ref = ref_of($m);
-    my $toks = join ',', @{$ref->{prompt_tokens}},
-                         @{$ref->{greedy_tokens}}[0 .. $#{$ref->{greedy_tokens}} - 1];
+    my @greedy = @{$ref->{greedy_tokens}};
+    my $toks = join ',', @{$ref->{prompt_tokens}}, @greedy[0 .. $#greedy - 1];
     my ($out, $err, $st) = run(\%two, $E, 'logits', '--model',
                                "$F/models/$m.gguf", '--tokens', $toks,
                                '--backend', 'cuda', '--tp', '2');
@@ -101,7 +101,8 @@ for my $spec (['stories260K', 1e-3], ['tiny-llama3-f32', 1e-3],
                                '--temperature', '0', '--max-tokens', '8',
                                '--backend', 'cuda', '--tp', '2');
     my %cap;
-    $cap{$1}++ while $err =~ /^llm-emu: launch \S+ .*device (\d) \(captured\)$/mg;
+    $cap{$1}++
+        while $err =~ /^llm-emu: launch \S+ .*device (\d) \(captured\)$/mg;
     my $nccl = () = $err =~ /^llm-emu: ncclAllReduce .* \(captured\)$/mg;
     ok($st == 0 && ($cap{0} // 0) > 0 && ($cap{1} // 0) > 0 && $nccl > 0,
        sprintf('--tp 2 records graphs on both GPUs (%d and %d launches, '
@@ -121,9 +122,11 @@ ok($st == 0 && $out eq $want, 'a 200 MiB device runs a 13 MB model')
 
 ($out, $err, $st) = run({ LLM_EMU_MEM_MB => 40 }, $E, @gen, '--backend',
                         'cuda');
-is($st >> 8, 1, "a 40 MiB device: exit 1, no crash") or diag("status $st: $err");
-like($err, qr/^llm-engine: cuda device 0: no room for \d+ bytes of weights \(out of memory\)$/m,
-     'with one line saying what did not fit');
+is($st >> 8, 1, "a 40 MiB device: exit 1, no crash")
+    or diag("status $st: $err");
+my $no_room = 'llm-engine: cuda device 0: no room for \d+ bytes of weights '
+              . '\(out of memory\)';
+like($err, qr/^$no_room$/m, 'with one line saying what did not fit');
 
 # no device: cuda refuses, auto computes on the CPU
 ($out, $err, $st) = run({ LLM_EMU_GPUS => 0 }, $E, @gen, '--backend',
