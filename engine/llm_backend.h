@@ -236,6 +236,15 @@ struct llm_backend_s {
     void  (*kv_store)(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
                       const float *k, const float *v);
 
+    /* optional: rope of q (T, n_heads * head_dim) and of k (T,
+     * n_heads_kv * head_dim), then kv_store of k and v, with the same
+     * results as the three calls; kv->kv_dim is n_heads_kv * head_dim.
+     * One pass where a GPU would launch three */
+    void  (*rope_store)(llm_backend_t *be, float *q, float *k,
+                        const float *v, int n_heads, int n_heads_kv,
+                        int head_dim, int n_rot, int neox, const float *cs,
+                        const llm_kv_buf_t *kv, int layer);
+
     /* out (T, n_head * head_dim) = softmax(q K^T / sqrt(head_dim)) V for
      * each query head of q (same shape), over its segment's positions
      * 0..pos; query head h reads KV head h / (n_head / n_head_kv), where

@@ -154,6 +154,9 @@ static void llm_cuda_rope_op(llm_backend_t *be, float *x, int n_heads,
     int head_dim, int n_rot, int neox, const float *cs);
 static void llm_cuda_kv_store_op(llm_backend_t *be, const llm_kv_buf_t *kv,
     int layer, const float *k, const float *v);
+static void llm_cuda_rope_store_op(llm_backend_t *be, float *q, float *k,
+    const float *v, int n_heads, int n_heads_kv, int head_dim, int n_rot,
+    int neox, const float *cs, const llm_kv_buf_t *kv, int layer);
 static void llm_cuda_attention(llm_backend_t *be, float *out,
     const float *q, const llm_kv_buf_t *kv, int layer, int n_head,
     int head_dim);
@@ -298,6 +301,7 @@ llm_backend_cuda_new(int device, llm_err_t *err)
     be->rope_cache = llm_cuda_rope_cache_op;
     be->rope = llm_cuda_rope_op;
     be->kv_store = llm_cuda_kv_store_op;
+    be->rope_store = llm_cuda_rope_store_op;
     be->attention = llm_cuda_attention;
     be->silu_mul = llm_cuda_silu_mul_op;
     be->group = llm_nccl_group;
@@ -1076,6 +1080,18 @@ llm_cuda_rope_op(llm_backend_t *be, float *x, int n_heads, int head_dim,
 }
 
 
+/* the kernels' view of a KV share */
+static void
+llm_cuda_kv_of(const llm_kv_buf_t *kv, llm_cuda_kv_t *ck)
+{
+    ck->data = kv->data;
+    ck->block_size = kv->block_size;
+    ck->kv_dim = kv->kv_dim;
+    ck->layer_floats = (int64_t) kv->layer_floats;
+    ck->block_floats = (int64_t) kv->block_floats;
+}
+
+
 static void
 llm_cuda_kv_store_op(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
     const float *k, const float *v)
@@ -1083,14 +1099,27 @@ llm_cuda_kv_store_op(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
     llm_cuda_t     *c = llm_cuda_op(be);
     llm_cuda_kv_t   ck;
 
-    ck.data = kv->data;
-    ck.block_size = kv->block_size;
-    ck.kv_dim = kv->kv_dim;
-    ck.layer_floats = (int64_t) kv->layer_floats;
-    ck.block_floats = (int64_t) kv->block_floats;
+    llm_cuda_kv_of(kv, &ck);
 
     llm_cuda_failed(c, llm_cuda_kv_store(&ck, layer, k, v, &c->dst,
                                          llm_cuda_stream(c)));
+}
+
+
+static void
+llm_cuda_rope_store_op(llm_backend_t *be, float *q, float *k,
+    const float *v, int n_heads, int n_heads_kv, int head_dim, int n_rot,
+    int neox, const float *cs, const llm_kv_buf_t *kv, int layer)
+{
+    llm_cuda_t     *c = llm_cuda_op(be);
+    llm_cuda_kv_t   ck;
+
+    llm_cuda_kv_of(kv, &ck);
+
+    llm_cuda_failed(c, llm_cuda_rope_store(q, k, v, n_heads, n_heads_kv,
+                                           head_dim, n_rot, neox, cs, &ck,
+                                           layer, &c->dst,
+                                           llm_cuda_stream(c)));
 }
 
 
@@ -1101,11 +1130,7 @@ llm_cuda_attention(llm_backend_t *be, float *out, const float *q,
     llm_cuda_t     *c = llm_cuda_op(be);
     llm_cuda_kv_t   ck;
 
-    ck.data = kv->data;
-    ck.block_size = kv->block_size;
-    ck.kv_dim = kv->kv_dim;
-    ck.layer_floats = (int64_t) kv->layer_floats;
-    ck.block_floats = (int64_t) kv->block_floats;
+    llm_cuda_kv_of(kv, &ck);
 
     if (c->st.decode && c->partial != NULL
         && (size_t) c->st.n_tok * (size_t) n_head * (size_t) c->n_split

@@ -2183,12 +2183,19 @@ llm_forward_layers(llm_model_t *m, llm_kv_pool_t *p, int n_tok)
                             c->norm_eps);
             }
 
-            be->rope(be, a->q, sh->n_head, hd, m->n_rot, m->rope_neox,
-                     a->rope_cs);
-            be->rope(be, a->k, sh->n_head_kv, hd, m->n_rot, m->rope_neox,
-                     a->rope_cs);
+            if (be->rope_store != NULL) {
+                be->rope_store(be, a->q, a->k, a->v, sh->n_head,
+                               sh->n_head_kv, hd, m->n_rot, m->rope_neox,
+                               a->rope_cs, kv, li);
 
-            be->kv_store(be, kv, li, a->k, a->v);
+            } else {
+                be->rope(be, a->q, sh->n_head, hd, m->n_rot, m->rope_neox,
+                         a->rope_cs);
+                be->rope(be, a->k, sh->n_head_kv, hd, m->n_rot,
+                         m->rope_neox, a->rope_cs);
+
+                be->kv_store(be, kv, li, a->k, a->v);
+            }
 
             /* attention of each query head over its sequence's
              * positions 0..pos, the step's own keys included */

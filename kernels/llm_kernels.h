@@ -119,6 +119,15 @@ int llm_cuda_rope(float *x, const llm_cuda_step_t *st, int n_heads,
 int llm_cuda_kv_store(const llm_cuda_kv_t *kv, int layer, const float *k,
     const float *v, const llm_cuda_step_t *st, llm_stream_t stream);
 
+/* rope.cu: llm_cuda_rope of q (T, n_heads * head_dim) and of k (T,
+ * n_heads_kv * head_dim), then llm_cuda_kv_store of k and v, in one
+ * launch and with the same bits; kv->kv_dim is n_heads_kv * head_dim.
+ * CPU twins: rope, rope, kv_store */
+int llm_cuda_rope_store(float *q, float *k, const float *v, int n_heads,
+    int n_heads_kv, int head_dim, int n_rot, int neox, const float *cs,
+    const llm_cuda_kv_t *kv, int layer, const llm_cuda_step_t *st,
+    llm_stream_t stream);
+
 /*
  * attention.cu: out (T, n_head * hd) = softmax(q K^T / sqrt(hd)) V of
  * each query head over its segment's positions 0..pos (causal).

@@ -2,7 +2,8 @@
  * Copyright (C) ngx_llm developers
  *
  * Rotary position embedding: the angles of a step's positions, then the
- * rotation of q and k in place.
+ * rotation of q and k in place, alone or with the store of k and v into
+ * the paged KV cache (one launch where a decode layer had three).
  */
 
 #include "common.cuh"
@@ -45,6 +46,22 @@ llm_rope_cache_kernel(float *cs, const int32_t *pos, int n_rot,
 }
 
 
+/* a pair (x0, x1) rotated by the angle of cos c, sin s: both rope
+ * kernels round it through these, so that they give the same bits */
+static __device__ __forceinline__ float
+llm_rope_a(float x0, float x1, float c, float s)
+{
+    return x0 * c - x1 * s;
+}
+
+
+static __device__ __forceinline__ float
+llm_rope_b(float x0, float x1, float c, float s)
+{
+    return x0 * s + x1 * c;
+}
+
+
 /*
  * x (T, n_heads * head_dim) f32, rotated in place: pairs (2i, 2i + 1),
  * or for neox (i, i + n_rot/2), of the first n_rot dims of each head by
@@ -74,8 +91,84 @@ llm_rope_kernel(float *x, int n_heads, int head_dim, int n_rot, int neox,
 
         x0 = p[a];
         x1 = p[b];
-        p[a] = x0 * c - x1 * s;
-        p[b] = x0 * s + x1 * c;
+        p[a] = llm_rope_a(x0, x1, c, s);
+        p[b] = llm_rope_b(x0, x1, c, s);
+    }
+}
+
+
+/*
+ * llm_rope_kernel on q (T, n_heads * head_dim) and k (T, n_heads_kv *
+ * head_dim), in place, then kv_store.cu's store of k and v into layer's
+ * slot of each token's position: block bt[seg[t]][pos / block_size],
+ * slot pos % block_size, of (n_layer, 2, block_size, kv_dim) f32 blocks,
+ * kv_dim = n_heads_kv * head_dim.  A pair of k is stored from the
+ * registers it was rotated in, the rest of k and all of v copied.  One
+ * block of 128 threads per token: threads over the pairs of q's heads
+ * then k's, then over kv_dim; 64-bit offsets.
+ */
+static __global__ void
+llm_rope_store_kernel(float *q, float *k, const float *v, int n_heads,
+    int n_heads_kv, int head_dim, int n_rot, int neox, const float *cs,
+    float *kv, int block_size, int64_t layer_floats, int64_t block_floats,
+    int layer, const int32_t *pos, const int32_t *seg, const int32_t *bt,
+    int bt_stride)
+{
+    int           t, half, kv_dim, h, i, a, b, pt;
+    int64_t       blk;
+    float         x0, x1, y0, y1, c, s, *p, *kc, *vc;
+    const float  *ct, *vt;
+
+    t = blockIdx.x;
+    half = n_rot / 2;
+    kv_dim = n_heads_kv * head_dim;
+    ct = cs + (int64_t) t * n_rot;
+
+    pt = pos[t];
+    blk = bt[(int64_t) seg[t] * bt_stride + pt / block_size];
+
+    kc = kv + blk * block_floats + (int64_t) layer * layer_floats
+         + (int64_t) (pt % block_size) * kv_dim;
+    vc = kc + (int64_t) block_size * kv_dim;
+
+    for (int j = threadIdx.x; j < (n_heads + n_heads_kv) * half;
+         j += blockDim.x)
+    {
+        h = j / half;
+        i = j % half;
+        a = neox ? i : 2 * i;
+        b = neox ? i + half : 2 * i + 1;
+
+        p = (h < n_heads) ? q + ((int64_t) t * n_heads + h) * head_dim
+                          : k + (int64_t) t * kv_dim
+                            + (h - n_heads) * head_dim;
+
+        c = ct[i];
+        s = ct[half + i];
+
+        x0 = p[a];
+        x1 = p[b];
+        y0 = llm_rope_a(x0, x1, c, s);
+        y1 = llm_rope_b(x0, x1, c, s);
+        p[a] = y0;
+        p[b] = y1;
+
+        if (h >= n_heads) {
+            h -= n_heads;
+            kc[h * head_dim + a] = y0;
+            kc[h * head_dim + b] = y1;
+        }
+    }
+
+    p = k + (int64_t) t * kv_dim;
+    vt = v + (int64_t) t * kv_dim;
+
+    for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) {
+        if (j % head_dim >= n_rot) {
+            kc[j] = p[j];
+        }
+
+        vc[j] = vt[j];
     }
 }
 
@@ -111,6 +204,42 @@ llm_cuda_rope(float *x, const llm_cuda_step_t *st, int n_heads,
 
     llm_rope_kernel<<<st->n_tok, 128, 0, s>>>(x, n_heads, head_dim, n_rot,
                                                neox, cs);
+    LLM_CUDA_LAUNCHED(s);
+
+    return 0;
+}
+
+
+extern "C" int
+llm_cuda_rope_store(float *q, float *k, const float *v, int n_heads,
+    int n_heads_kv, int head_dim, int n_rot, int neox, const float *cs,
+    const llm_cuda_kv_t *kv, int layer, const llm_cuda_step_t *st,
+    llm_stream_t stream)
+{
+    cudaStream_t  s = (cudaStream_t) stream;
+
+    if (st->n_tok <= 0) {
+        return 0;
+    }
+
+    if (n_heads_kv * head_dim != kv->kv_dim || n_rot > head_dim
+        || n_rot < 0 || n_rot % 2 != 0)
+    {
+        llm_cuda_record("cuda", 0, "rope_store: heads do not fit the cache",
+                        "llm_cuda_rope_store", __FILE__, __LINE__);
+        return LLM_CUDA_FAILED;
+    }
+
+    llm_rope_store_kernel<<<st->n_tok, 128, 0, s>>>(q, k, v, n_heads,
+                                                     n_heads_kv, head_dim,
+                                                     n_rot, neox, cs,
+                                                     kv->data,
+                                                     kv->block_size,
+                                                     kv->layer_floats,
+                                                     kv->block_floats,
+                                                     layer, st->pos,
+                                                     st->seg, st->bt,
+                                                     st->bt_stride);
     LLM_CUDA_LAUNCHED(s);
 
     return 0;

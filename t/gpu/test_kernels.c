@@ -53,7 +53,10 @@ static void test_elementwise(void);
 static void test_step(llm_step_t *st, int32_t *storage, int decode);
 static void test_embed_matmul(uint32_t type, int cols);
 static void test_rope(void);
+static void test_rope_store(int n_head, int n_head_kv, int hd, int n_rot,
+    int neox, int decode);
 static void test_products(uint32_t type);
+static void pool_geometry(llm_kv_buf_t *kv, int kv_dim);
 static void mat_both(llm_mat_t *cm, llm_mat_t *gm, uint32_t type,
     int rows, int cols);
 static void test_attention(int n_head, int n_head_kv, int hd, int decode);
@@ -93,6 +96,11 @@ main(void)
 
     test_elementwise();
     test_rope();
+    test_rope_store(8, 2, 64, 32, 0, 0);
+    test_rope_store(8, 2, 64, 32, 1, 0);
+    test_rope_store(8, 2, 64, 64, 1, 1);
+    test_rope_store(4, 4, 16, 16, 0, 1);
+    test_rope_store(8, 4, 8, 8, 0, 0);   /* stories260K's heads */
 
     {
         static const uint32_t  types[] = {
@@ -305,6 +313,19 @@ test_products(uint32_t type)
     while (n_mat_host > 0) {
         free(mat_host[--n_mat_host]);
     }
+}
+
+
+/* the tests' pools: 128 blocks of 16 positions, 2 layers of kv_dim */
+static void
+pool_geometry(llm_kv_buf_t *kv, int kv_dim)
+{
+    kv->n_blocks = 128;
+    kv->block_size = 16;
+    kv->n_layer = 2;
+    kv->kv_dim = kv_dim;
+    kv->layer_floats = 2 * 16 * (size_t) kv_dim;
+    kv->block_floats = kv->layer_floats * 2;
 }
 
 /* a buffer of the backend holding bytes of host */
@@ -609,6 +630,167 @@ test_rope(void)
 
 
 /*
+ * rope_store (q and k rotated, then k and v into layer 1 of a pool of
+ * 128 blocks of 16, the step's tokens across block boundaries) against
+ * the CPU's rope, rope, kv_store, and bit for bit against the GPU's own
+ * three ops.  Against the CPU, the pool is the same bits but for the
+ * rotated dims of the stored keys, which are held to rope's tolerance.
+ */
+static void
+test_rope_store(int n_head, int n_head_kv, int hd, int n_rot, int neox,
+    int decode)
+{
+    int            T, kv_dim, blk;
+    char           what[128];
+    float         *pool, *q, *k, *v, *r1, *r2, *r3, *e1, *e2;
+    size_t         pool_n, nq, nk, ne, off;
+    int32_t        storage[3 * 64 + 3 * 64];
+    llm_step_t     st;
+    llm_rope_t     rp;
+    llm_kv_buf_t   ckv, gkv, gkv3;
+
+    snprintf(what, sizeof(what), "rope_store %s, %s: %d heads (%d KV) of "
+             "%d, n_rot %d", decode ? "decode" : "prefill",
+             neox ? "neox" : "normal", n_head, n_head_kv, hd, n_rot);
+
+    if (!ok(gpu->rope_store != NULL, "%s: the CUDA backend has it", what))
+    {
+        return;
+    }
+
+    kv_dim = n_head_kv * hd;
+
+    pool_geometry(&ckv, kv_dim);
+    gkv = ckv;
+    gkv3 = ckv;
+
+    pool_n = ckv.block_floats * 128;
+    pool = rand_vec(pool_n, 1.0f);
+    ckv.data = to_dev(cpu, pool, pool_n * 4);
+    gkv.data = to_dev(gpu, pool, pool_n * 4);
+    gkv3.data = to_dev(gpu, pool, pool_n * 4);
+
+    test_step(&st, storage, decode);
+    T = st.n_tok;
+
+    nq = (size_t) T * n_head * hd;
+    nk = (size_t) T * kv_dim;
+    q = rand_vec(nq, 2.0f);
+    k = rand_vec(nk, 2.0f);
+    v = rand_vec(nk, 1.0f);
+
+    rp.n_rot = n_rot;
+    rp.base = 10000.0f;
+    rp.scale = 1.0f;
+    rp.freqs = NULL;
+
+    {
+        float  *cq = to_dev(cpu, q, nq * 4);
+        float  *ck = to_dev(cpu, k, nk * 4);
+        float  *cv = to_dev(cpu, v, nk * 4);
+        float  *ccs = to_dev(cpu, q, (size_t) T * n_rot * 4);
+        float  *gq = to_dev(gpu, q, nq * 4);
+        float  *gk = to_dev(gpu, k, nk * 4);
+        float  *gv = to_dev(gpu, v, nk * 4);
+        float  *gq3 = to_dev(gpu, q, nq * 4);
+        float  *gk3 = to_dev(gpu, k, nk * 4);
+        float  *gcs = to_dev(gpu, q, (size_t) T * n_rot * 4);
+
+        cpu->rope_cache(cpu, ccs, &rp);
+        gpu->rope_cache(gpu, gcs, &rp);
+
+        cpu->rope(cpu, cq, n_head, hd, n_rot, neox, ccs);
+        cpu->rope(cpu, ck, n_head_kv, hd, n_rot, neox, ccs);
+        cpu->kv_store(cpu, &ckv, 1, ck, cv);
+
+        gpu->rope(gpu, gq3, n_head, hd, n_rot, neox, gcs);
+        gpu->rope(gpu, gk3, n_head_kv, hd, n_rot, neox, gcs);
+        gpu->kv_store(gpu, &gkv3, 1, gk3, gv);
+
+        gpu->rope_store(gpu, gq, gk, gv, n_head, n_head_kv, hd, n_rot,
+                        neox, gcs, &gkv, 1);
+        sync_both();
+
+        r1 = from_dev(cpu, cq, nq);
+        r2 = from_dev(gpu, gq, nq);
+        r3 = from_dev(gpu, gq3, nq);
+        check("  q against the CPU", r2, r1, nq, 1e-5);
+        ok(memcmp(r2, r3, nq * 4) == 0, "  q: the bits of rope");
+        free(r1);
+        free(r2);
+        free(r3);
+
+        r1 = from_dev(cpu, ck, nk);
+        r2 = from_dev(gpu, gk, nk);
+        r3 = from_dev(gpu, gk3, nk);
+        check("  k against the CPU", r2, r1, nk, 1e-5);
+        ok(memcmp(r2, r3, nk * 4) == 0, "  k: the bits of rope");
+        free(r1);
+        free(r2);
+        free(r3);
+
+        cpu->free(cpu, cq);
+        cpu->free(cpu, ck);
+        cpu->free(cpu, cv);
+        cpu->free(cpu, ccs);
+        gpu->free(gpu, gq);
+        gpu->free(gpu, gk);
+        gpu->free(gpu, gv);
+        gpu->free(gpu, gq3);
+        gpu->free(gpu, gk3);
+        gpu->free(gpu, gcs);
+    }
+
+    r1 = from_dev(cpu, ckv.data, pool_n);
+    r2 = from_dev(gpu, gkv.data, pool_n);
+    r3 = from_dev(gpu, gkv3.data, pool_n);
+    ok(memcmp(r2, r3, pool_n * 4) == 0,
+       "  the pool: the bits of rope, rope, kv_store");
+
+    /* the stored keys' rotated dims out of both pools, to a tolerance;
+     * the rest of the pools the same bits (no slot written amiss) */
+    ne = (size_t) T * n_head_kv * n_rot;
+    e1 = malloc((ne > 0 ? ne : 1) * sizeof(float));
+    e2 = malloc((ne > 0 ? ne : 1) * sizeof(float));
+    ne = 0;
+
+    for (int t = 0; t < T; t++) {
+        blk = st.blocks[st.seg[t]][st.pos[t] / 16];
+        off = (size_t) blk * ckv.block_floats + ckv.layer_floats
+              + (size_t) (st.pos[t] % 16) * kv_dim;
+
+        /* memcpy and memset, not a loop: gcc 12 -O2 distributes such a
+         * loop into calls of its own and zeroes r2 before copying it */
+        for (int h = 0; h < n_head_kv; h++, ne += n_rot) {
+            memcpy(e1 + ne, r1 + off + h * hd, n_rot * sizeof(float));
+            memcpy(e2 + ne, r2 + off + h * hd, n_rot * sizeof(float));
+            memset(r1 + off + h * hd, 0, n_rot * sizeof(float));
+            memset(r2 + off + h * hd, 0, n_rot * sizeof(float));
+        }
+    }
+
+    check("  the stored keys' rotated dims against the CPU", e2, e1, ne,
+          1e-5);
+    ok(memcmp(r1, r2, pool_n * 4) == 0,
+       "  the rest of the pool: the CPU's bits");
+
+    free(e1);
+    free(e2);
+    free(r1);
+    free(r2);
+    free(r3);
+
+    cpu->free(cpu, ckv.data);
+    gpu->free(gpu, gkv.data);
+    gpu->free(gpu, gkv3.data);
+    free(pool);
+    free(q);
+    free(k);
+    free(v);
+}
+
+
+/*
  * The embedding and the matmul of one weight type: rows of random
  * values quantized by llm_quantize_row; the GPU against the decoded f32
  * product (exact arithmetic on the same weights) and against
@@ -777,12 +959,7 @@ test_attention(int n_head, int n_head_kv, int hd, int decode)
 
     kv_dim = n_head_kv * hd;
 
-    ckv.n_blocks = 128;
-    ckv.block_size = 16;
-    ckv.n_layer = 2;
-    ckv.kv_dim = kv_dim;
-    ckv.layer_floats = 2 * 16 * (size_t) kv_dim;
-    ckv.block_floats = ckv.layer_floats * 2;
+    pool_geometry(&ckv, kv_dim);
     gkv = ckv;
 
     pool_n = ckv.block_floats * 128;
