@@ -101,6 +101,8 @@ typedef struct {
     void                *deq16;         /* LLM_CUDA_DEQ_ELEMS f16 */
     float               *partial;       /* decode attention partials */
     size_t               partial_cap;   /* floats */
+    unsigned int        *arrived;       /* (max_tok, n_head) splits done,
+                                         * 0 between launches */
     float               *d_stage;       /* (STAGE_ROWS, max_rows) f32 */
     float               *h_stage;       /* pinned, the same */
     int32_t             *d_tokens;      /* (max_tok) drawn tokens */
@@ -755,6 +757,7 @@ llm_cuda_scratch_free(llm_cuda_t *c)
     (void) cudaFree(c->act16);
     (void) cudaFree(c->deq16);
     (void) cudaFree(c->partial);
+    (void) cudaFree(c->arrived);
     (void) cudaFree(c->d_stage);
     (void) cudaFreeHost(c->h_stage);
     (void) cudaFree(c->d_step);
@@ -766,6 +769,7 @@ llm_cuda_scratch_free(llm_cuda_t *c)
     c->deq16 = NULL;
     c->partial = NULL;
     c->partial_cap = 0;
+    c->arrived = NULL;
     c->d_stage = NULL;
     c->h_stage = NULL;
     c->d_step = NULL;
@@ -816,7 +820,14 @@ llm_cuda_reserve(llm_backend_t *be, const llm_reserve_t *r, llm_err_t *err)
                       (size_t) r->max_tok * sizeof(int32_t)) != cudaSuccess
         || cudaMalloc((void **) &c->d_params,
                       (size_t) r->max_tok * sizeof(llm_sample_params_t))
-            != cudaSuccess)
+            != cudaSuccess
+        || cudaMalloc((void **) &c->arrived, (size_t) r->max_tok
+                      * (size_t) r->n_head * sizeof(unsigned int))
+            != cudaSuccess
+        || cudaMemsetAsync(c->arrived, 0, (size_t) r->max_tok
+                           * (size_t) r->n_head * sizeof(unsigned int),
+                           c->stream) != cudaSuccess
+        || cudaStreamSynchronize(c->stream) != cudaSuccess)
     {
         llm_err_set(err, LLM_ENOMEM,
                     "cuda device %d: no room for the scratch of %d tokens "
@@ -1132,14 +1143,15 @@ llm_cuda_attention(llm_backend_t *be, float *out, const float *q,
 
     llm_cuda_kv_of(kv, &ck);
 
-    if (c->st.decode && c->partial != NULL
+    if (c->st.decode && c->partial != NULL && n_head <= c->r.n_head
+        && c->st.n_tok <= c->r.max_tok
         && (size_t) c->st.n_tok * (size_t) n_head * (size_t) c->n_split
            * (size_t) (head_dim + 2) <= c->partial_cap)
     {
         llm_cuda_failed(c, llm_cuda_attention_decode(out, q, &ck, layer,
                                                      n_head, head_dim,
                                                      &c->dst, c->n_split,
-                                                     c->partial,
+                                                     c->partial, c->arrived,
                                                      llm_cuda_stream(c)));
         return;
     }

@@ -34,20 +34,69 @@ llm_att_slot(const float *kv, int64_t block_floats, int64_t layer_floats,
 
 
 /*
+ * The splits of token t, head h merged: out (T, n_head * hd) f32 =
+ * sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M), M the largest m_s;
+ * the block's threads over the dims.  Other blocks wrote the partials:
+ * read past L1 (__ldcg), which may hold none of them but must not hold
+ * stale ones.
+ */
+static __device__ __forceinline__ void
+llm_att_combine(float *out, const float *partial, int t, int h, int n_head,
+    int hd, int n_split)
+{
+    float         mm, ll, f, acc;
+    const float  *ps;
+
+    ps = partial + ((int64_t) t * n_head + h) * n_split * (hd + 2);
+
+    mm = -INFINITY;
+    for (int s = 0; s < n_split; s++) {
+        mm = fmaxf(mm, __ldcg(ps + (int64_t) s * (hd + 2)));
+    }
+
+    ll = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        f = __ldcg(ps + (int64_t) s * (hd + 2));
+        ll += f == -INFINITY ? 0.0f
+                             : __ldcg(ps + (int64_t) s * (hd + 2) + 1)
+                               * expf(f - mm);
+    }
+
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        acc = 0.0f;
+
+        for (int s = 0; s < n_split; s++) {
+            f = __ldcg(ps + (int64_t) s * (hd + 2));
+            if (f != -INFINITY) {
+                acc += __ldcg(ps + (int64_t) s * (hd + 2) + 2 + d)
+                       * expf(f - mm);
+            }
+        }
+
+        out[((int64_t) t * n_head + h) * hd + d] = acc / ll;
+    }
+}
+
+
+/*
  * Decode, split over the sequence (flash-decoding): grid (n_head, T,
  * n_split), 4 warps a block.  Block (h, t, s) covers positions
  * [s * CHUNK, (s + 1) * CHUNK) of token t's 0..pos[t]; its warps take
  * every fourth position, each keeping a running max m, sum l and
  * weighted values acc, merged at the end into partial (T, n_head,
  * n_split, hd + 2) f32: m, l, acc[hd].  A split past the sequence's end
- * writes m = -inf, l = 0.
+ * writes m = -inf, l = 0.  The block that finds itself the last of its
+ * (token, head) to finish, counting in arrived (T, n_head), merges the
+ * splits into att: one launch, where a separate merge took two.
  */
 static __global__ void
-llm_att_decode_kernel(float *partial, const float *q, const float *kv,
-    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
-    int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
-    const int32_t *seg, const int32_t *bt, int bt_stride, int n_split)
+llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
+    const float *q, const float *kv, int64_t block_floats,
+    int64_t layer_floats, int block_size, int kv_dim, int layer, int n_head,
+    int n_head_kv, int hd, const int32_t *pos, const int32_t *seg,
+    const int32_t *bt, int bt_stride, int n_split)
 {
+    __shared__ int    last;
     __shared__ float  wm[LLM_ATT_WARPS];
     __shared__ float  wl[LLM_ATT_WARPS];
     __shared__ float  wacc[LLM_ATT_WARPS][LLM_ATT_MAX_D * 32];
@@ -166,49 +215,29 @@ llm_att_decode_kernel(float *partial, const float *q, const float *kv,
 
         out[2 + d] = f;
     }
-}
 
+    /* the last of the (token, head)'s splits to finish merges them all,
+     * and sets its count back to 0 for the next launch (graphs replay
+     * the same counts) */
 
-/*
- * The splits of each (token, head) merged: out (T, n_head * hd) f32 =
- * sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M), M the largest m_s.
- * Grid (n_head, T), 128 threads over the dims.
- */
-static __global__ void
-llm_att_combine_kernel(float *out, const float *partial, int n_head, int hd,
-    int n_split)
-{
-    int           h, t;
-    float         mm, ll, f, acc;
-    const float  *ps;
+    __threadfence();
+    __syncthreads();
 
-    h = blockIdx.x;
-    t = blockIdx.y;
-    ps = partial + ((int64_t) t * n_head + h) * n_split * (hd + 2);
-
-    mm = -INFINITY;
-    for (int s = 0; s < n_split; s++) {
-        mm = fmaxf(mm, ps[(int64_t) s * (hd + 2)]);
+    if (threadIdx.x == 0) {
+        last = atomicAdd(&arrived[(int64_t) t * n_head + h], 1u)
+               == (unsigned int) n_split - 1;
     }
 
-    ll = 0.0f;
-    for (int s = 0; s < n_split; s++) {
-        f = ps[(int64_t) s * (hd + 2)];
-        ll += f == -INFINITY ? 0.0f
-                             : ps[(int64_t) s * (hd + 2) + 1] * expf(f - mm);
+    __syncthreads();
+
+    if (!last) {
+        return;
     }
 
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        acc = 0.0f;
+    llm_att_combine(att, partial, t, h, n_head, hd, n_split);
 
-        for (int s = 0; s < n_split; s++) {
-            f = ps[(int64_t) s * (hd + 2)];
-            if (f != -INFINITY) {
-                acc += ps[(int64_t) s * (hd + 2) + 2 + d] * expf(f - mm);
-            }
-        }
-
-        out[((int64_t) t * n_head + h) * hd + d] = acc / ll;
+    if (threadIdx.x == 0) {
+        arrived[(int64_t) t * n_head + h] = 0;
     }
 }
 
@@ -376,7 +405,7 @@ extern "C" int
 llm_cuda_attention_decode(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
     const llm_cuda_step_t *st, int n_split, float *partial,
-    llm_stream_t stream)
+    unsigned int *arrived, llm_stream_t stream)
 {
     int           n_head_kv;
     cudaStream_t  s = (cudaStream_t) stream;
@@ -395,13 +424,9 @@ llm_cuda_attention_decode(float *out, const float *q,
 
     llm_att_decode_kernel<<<dim3(n_head, st->n_tok, n_split),
                             32 * LLM_ATT_WARPS, 0, s>>>(
-        partial, q, kv->data, kv->block_floats, kv->layer_floats,
-        kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos,
-        st->seg, st->bt, st->bt_stride, n_split);
-    LLM_CUDA_LAUNCHED(s);
-
-    llm_att_combine_kernel<<<dim3(n_head, st->n_tok), 128, 0, s>>>(
-        out, partial, n_head, hd, n_split);
+        out, partial, arrived, q, kv->data, kv->block_floats,
+        kv->layer_floats, kv->block_size, kv->kv_dim, layer, n_head,
+        n_head_kv, hd, st->pos, st->seg, st->bt, st->bt_stride, n_split);
     LLM_CUDA_LAUNCHED(s);
 
     return 0;

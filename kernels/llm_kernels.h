@@ -132,14 +132,16 @@ int llm_cuda_rope_store(float *q, float *k, const float *v, int n_heads,
  * attention.cu: out (T, n_head * hd) = softmax(q K^T / sqrt(hd)) V of
  * each query head over its segment's positions 0..pos (causal).
  * decode: one token per row of work, the positions split into
- * n_split chunks of LLM_CUDA_ATT_CHUNK (flash-decoding); partial holds
- * (T, n_head, n_split, hd + 2) floats.  prefill: tiles of query tokens
+ * n_split chunks of LLM_CUDA_ATT_CHUNK (flash-decoding), merged by the
+ * last block of each (token, head) in the same launch; partial holds
+ * (T, n_head, n_split, hd + 2) floats, arrived (T, n_head) counts,
+ * zero before the launch and after it.  prefill: tiles of query tokens
  * sharing each K/V tile.  CPU twin: attention
  */
 int llm_cuda_attention_decode(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
     const llm_cuda_step_t *st, int n_split, float *partial,
-    llm_stream_t stream);
+    unsigned int *arrived, llm_stream_t stream);
 int llm_cuda_attention_prefill(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
     const llm_cuda_step_t *st, llm_stream_t stream);

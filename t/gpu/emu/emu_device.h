@@ -232,6 +232,13 @@ static inline float __int_as_float(int i)
 template <typename T>
 static inline T __ldg(const T *p) { return *p; }
 
+template <typename T>
+static inline T __ldcg(const T *p) { return *p; }
+
+/* blocks run one after another on one host thread: their writes are
+ * seen in order already */
+static inline void __threadfence(void) {}
+
 
 /*
  * A launch: the arguments converted to the kernel's parameter types
