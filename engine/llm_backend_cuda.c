@@ -186,7 +186,6 @@ static void llm_cuda_defer(llm_cuda_t *c, float *out, const float *x, int n,
     const llm_mat_t *w);
 static int llm_cuda_act16(llm_cuda_t *c, const float *x, int n, int cols,
     uint32_t t16);
-static int llm_type_plain_host(uint32_t type);
 static llm_cuda_t *llm_cuda_mm_op(llm_backend_t *be, const float *out,
     size_t n);
 static void llm_cuda_failed(llm_cuda_t *c, int rc);
@@ -503,13 +502,6 @@ llm_cuda_mm_op(llm_backend_t *be, const float *out, size_t n)
 
     llm_cuda_failed(c, llm_cuda_use(c));
     return c;
-}
-
-
-static int
-llm_type_plain_host(uint32_t type)
-{
-    return type == LLM_KT_F32 || type == LLM_KT_F16 || type == LLM_KT_BF16;
 }
 
 
@@ -1202,8 +1194,7 @@ llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n, int batch,
         return 0;
     }
 
-    if (!llm_type_plain_host(w->type) && !llm_cuda_type_supported(w->type))
-    {
+    if (!llm_cuda_type_supported(w->type)) {
         llm_cuda_record("kernel", (int) w->type, "weight type",
                         "llm_cuda_mm", __FILE__, __LINE__);
         return LLM_CUDA_FAILED;
@@ -1211,9 +1202,7 @@ llm_cuda_mm(llm_cuda_t *c, float *out, const float *x, int n, int batch,
 
     /* a decode step's tokens: each weight read once, x as it is */
     if (batch <= LLM_CUDA_GEMV_MAX
-        && (!llm_type_plain_host(w->type)
-            || llm_cuda_gemv_plain_ok(w->type, w->cols, w->row_bytes,
-                                      w->data)))
+        && llm_cuda_gemv_ok(w->type, w->cols, w->row_bytes, w->data))
     {
         if (defer) {
             llm_cuda_defer(c, out, x, n, w);

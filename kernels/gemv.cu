@@ -222,11 +222,13 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
 
 
 extern "C" int
-llm_cuda_gemv_plain_ok(uint32_t type, int cols, size_t row_bytes,
-    const void *w)
+llm_cuda_gemv_ok(uint32_t type, int cols, size_t row_bytes, const void *w)
 {
-    return llm_type_plain(type) && row_bytes % 16 == 0
-           && (uintptr_t) w % 16 == 0
+    if (!llm_type_plain(type)) {
+        return cols % 32 == 0 && llm_cuda_type_supported(type);
+    }
+
+    return row_bytes % 16 == 0 && (uintptr_t) w % 16 == 0
            && cols % (type == LLM_KT_F32 ? 4 : 8) == 0;
 }
 
@@ -247,15 +249,12 @@ llm_cuda_gemv_set(const llm_cuda_gemv_set_t *set, const float *x, int n,
     ok = n <= LLM_CUDA_GEMV_MAX && set->n_mats >= 1
          && set->n_mats <= LLM_CUDA_GEMV_SET
          && (!set->swiglu || (set->n_mats == 2
-                              && set->rows[0] == set->rows[1]))
-         && (plain || (cols % 32 == 0 && llm_cuda_type_supported(type)));
+                              && set->rows[0] == set->rows[1]));
 
     rows = 0;
     for (int m = 0; ok && m < set->n_mats; m++) {
         ok = set->rows[m] > 0
-             && (!plain || llm_cuda_gemv_plain_ok(type, cols,
-                                                  set->row_bytes[m],
-                                                  set->w[m]));
+             && llm_cuda_gemv_ok(type, cols, set->row_bytes[m], set->w[m]);
         rows += m == 0 || !set->swiglu ? set->rows[m] : 0;
     }
 

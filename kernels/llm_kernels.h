@@ -149,12 +149,12 @@ int llm_cuda_attention_prefill(float *out, const float *q,
 /* gemv.cu: out (n, rows) = x (n, cols) W^T for a quantized, F32, F16 or
  * BF16 W (rows, cols, rows row_bytes apart), n <= LLM_CUDA_GEMV_MAX,
  * decoding W on the fly; x is rounded to f16 / bf16 for F16 / BF16 W,
- * as the CPU does.  The plain types need what llm_cuda_gemv_plain_ok
- * says (16-byte rows).  CPU twin: llm_matmul */
+ * as the CPU does.  llm_cuda_gemv_ok says whether a W qualifies (the
+ * plain types need 16-byte rows).  CPU twin: llm_matmul */
 int llm_cuda_gemv(float *out, const float *x, int n, const void *w,
     uint32_t type, int rows, int cols, size_t row_bytes,
     llm_stream_t stream);
-int llm_cuda_gemv_plain_ok(uint32_t type, int cols, size_t row_bytes,
+int llm_cuda_gemv_ok(uint32_t type, int cols, size_t row_bytes,
     const void *w);
 
 /* up to LLM_CUDA_GEMV_SET products of one x by matrices of one type and

@@ -57,6 +57,8 @@ static void test_rope_store(int n_head, int n_head_kv, int hd, int n_rot,
     int neox, int decode);
 static void test_products(uint32_t type);
 static void pool_geometry(llm_kv_buf_t *kv, int kv_dim);
+static void rotated_both(const char *what, const float *c, const float *g,
+    const float *g3, size_t n);
 static void mat_both(llm_mat_t *cm, llm_mat_t *gm, uint32_t type,
     int rows, int cols);
 static void test_attention(int n_head, int n_head_kv, int hd, int decode);
@@ -629,6 +631,29 @@ test_rope(void)
 }
 
 
+/* a rope_store output (g) against the CPU's rope (c) and the GPU's own
+ * (g3): n floats each */
+static void
+rotated_both(const char *what, const float *c, const float *g,
+    const float *g3, size_t n)
+{
+    char    label[64];
+    float  *r1, *r2, *r3;
+
+    r1 = from_dev(cpu, c, n);
+    r2 = from_dev(gpu, g, n);
+    r3 = from_dev(gpu, g3, n);
+
+    snprintf(label, sizeof(label), "%s against the CPU", what);
+    check(label, r2, r1, n, 1e-5);
+    ok(memcmp(r2, r3, n * 4) == 0, "%s: the bits of rope", what);
+
+    free(r1);
+    free(r2);
+    free(r3);
+}
+
+
 /*
  * rope_store (q and k rotated, then k and v into layer 1 of a pool of
  * 128 blocks of 16, the step's tokens across block boundaries) against
@@ -711,23 +736,8 @@ test_rope_store(int n_head, int n_head_kv, int hd, int n_rot, int neox,
                         neox, gcs, &gkv, 1);
         sync_both();
 
-        r1 = from_dev(cpu, cq, nq);
-        r2 = from_dev(gpu, gq, nq);
-        r3 = from_dev(gpu, gq3, nq);
-        check("  q against the CPU", r2, r1, nq, 1e-5);
-        ok(memcmp(r2, r3, nq * 4) == 0, "  q: the bits of rope");
-        free(r1);
-        free(r2);
-        free(r3);
-
-        r1 = from_dev(cpu, ck, nk);
-        r2 = from_dev(gpu, gk, nk);
-        r3 = from_dev(gpu, gk3, nk);
-        check("  k against the CPU", r2, r1, nk, 1e-5);
-        ok(memcmp(r2, r3, nk * 4) == 0, "  k: the bits of rope");
-        free(r1);
-        free(r2);
-        free(r3);
+        rotated_both("  q", cq, gq, gq3, nq);
+        rotated_both("  k", ck, gk, gk3, nk);
 
         cpu->free(cpu, cq);
         cpu->free(cpu, ck);
