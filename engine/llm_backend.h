@@ -157,6 +157,10 @@ typedef struct {
     int              max_rows;      /* widest matmul output */
     int              n_head;        /* query heads of this backend */
     int              head_dim;
+    int              att_f16;       /* attention may round q, k, v to
+                                     * f16: the model's products do as
+                                     * much (16-bit or quantized
+                                     * weights); the CPU never does */
 } llm_reserve_t;
 
 

@@ -797,7 +797,8 @@ llm_cuda_reserve(llm_backend_t *be, const llm_reserve_t *r, llm_err_t *err)
     c->r = *r;
     stage = (size_t) LLM_CUDA_STAGE_ROWS * (size_t) r->max_rows
             * sizeof(float);
-    c->step_cap = (size_t) r->max_tok * (5 + 64);
+    /* tokens, pos, seg, two lists of tiles, block tables of 64 */
+    c->step_cap = (size_t) r->max_tok * (7 + 64);
 
     if (cudaMalloc(&c->act16, (size_t) r->max_tok * (size_t) r->max_cols * 2)
             != cudaSuccess
@@ -834,16 +835,47 @@ llm_cuda_reserve(llm_backend_t *be, const llm_reserve_t *r, llm_err_t *err)
 
 
 /*
+ * The step's runs of one sequence, at most size tokens each, as (first
+ * token, count) pairs into tiles unless NULL; returns how many.
+ */
+static int
+llm_cuda_tiles(const llm_step_t *st, int size, int32_t *tiles)
+{
+    int  n, t0;
+
+    n = 0;
+    t0 = 0;
+
+    for (int t = 0; t < st->n_tok; t++) {
+        if (t == 0 || st->seg[t] != st->seg[t - 1] || t - t0 == size) {
+            t0 = t;
+            if (tiles != NULL) {
+                tiles[2 * n] = t;
+                tiles[2 * n + 1] = 0;
+            }
+            n++;
+        }
+
+        if (tiles != NULL) {
+            tiles[2 * (n - 1) + 1]++;
+        }
+    }
+
+    return n;
+}
+
+
+/*
  * The step's data in one pinned buffer, then one copy: tokens, pos, seg
  * (T each), tiles (2 per tile: runs of one sequence, at most QTILE
- * tokens), block tables (n_segs rows of bt_stride, a power of two so
+ * tokens), the same of TC tokens, block tables (n_segs rows of bt_stride, a power of two so
  * that decode shapes repeat).  The previous step's copy is done: every
  * step ends with sync().
  */
 static int
 llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
 {
-    int           T, stride, most, n_tiles, t0;
+    int           T, stride, most, n_tiles, n_tiles_tc;
     size_t        need, part;
     int32_t      *h, *tiles, *bt;
     llm_cuda_t   *c = be->data;
@@ -857,7 +889,6 @@ llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
 
     c->st = *st;
     T = st->n_tok;
-    t0 = 0;
 
     most = 1;
     for (int i = 0; i < st->n_segs; i++) {
@@ -868,17 +899,10 @@ llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
         /* void */
     }
 
-    n_tiles = 0;
-    for (int t = 0; t < T; t++) {
-        if (t == 0 || st->seg[t] != st->seg[t - 1]
-            || (t - t0) == LLM_CUDA_QTILE)
-        {
-            t0 = t;
-            n_tiles++;
-        }
-    }
+    n_tiles = llm_cuda_tiles(st, LLM_CUDA_QTILE, NULL);
+    n_tiles_tc = llm_cuda_tiles(st, LLM_CUDA_QTILE_TC, NULL);
 
-    need = 3 * (size_t) T + 2 * (size_t) n_tiles
+    need = 3 * (size_t) T + 2 * (size_t) (n_tiles + n_tiles_tc)
            + (size_t) st->n_segs * (size_t) stride;
 
     if (need > c->step_cap) {
@@ -936,23 +960,10 @@ llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
     memcpy(h + 2 * T, st->seg, (size_t) T * sizeof(int32_t));
 
     tiles = h + 3 * T;
-    n_tiles = 0;
-    t0 = 0;
+    (void) llm_cuda_tiles(st, LLM_CUDA_QTILE, tiles);
+    (void) llm_cuda_tiles(st, LLM_CUDA_QTILE_TC, tiles + 2 * n_tiles);
 
-    for (int t = 0; t < T; t++) {
-        if (t == 0 || st->seg[t] != st->seg[t - 1]
-            || (t - t0) == LLM_CUDA_QTILE)
-        {
-            t0 = t;
-            tiles[2 * n_tiles] = t;
-            tiles[2 * n_tiles + 1] = 0;
-            n_tiles++;
-        }
-
-        tiles[2 * (n_tiles - 1) + 1]++;
-    }
-
-    bt = tiles + 2 * n_tiles;
+    bt = tiles + 2 * (n_tiles + n_tiles_tc);
 
     for (int i = 0; i < st->n_segs; i++) {
         memcpy(bt + (size_t) i * stride, st->blocks[i],
@@ -974,9 +985,11 @@ llm_cuda_step(llm_backend_t *be, const llm_step_t *st, llm_err_t *err)
     c->dst.pos = c->d_step + T;
     c->dst.seg = c->d_step + 2 * T;
     c->dst.tiles = c->d_step + 3 * T;
-    c->dst.bt = c->d_step + 3 * T + 2 * n_tiles;
+    c->dst.tiles_tc = c->dst.tiles + 2 * n_tiles;
+    c->dst.bt = c->dst.tiles_tc + 2 * n_tiles_tc;
     c->dst.n_tok = T;
     c->dst.n_tiles = n_tiles;
+    c->dst.n_tiles_tc = n_tiles_tc;
     c->dst.bt_stride = stride;
 
     return LLM_OK;
@@ -1150,6 +1163,7 @@ llm_cuda_attention(llm_backend_t *be, float *out, const float *q,
 
     llm_cuda_failed(c, llm_cuda_attention_prefill(out, q, &ck, layer, n_head,
                                                   head_dim, &c->dst,
+                                                  c->r.att_f16,
                                                   llm_cuda_stream(c)));
 }
 

@@ -1397,6 +1397,7 @@ llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
                                                  : m->max_cols;
     r.n_head = sh->n_head;
     r.head_dim = m->config.head_dim;
+    r.att_f16 = m->w.layers[0].wq.type != LLM_TYPE_F32;
 
     if (sh->be->reserve(sh->be, &r, err) != LLM_OK) {
         llm_act_free(sh, a);

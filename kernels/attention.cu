@@ -11,6 +11,8 @@
  * holds dims l, l + 32, ... of a head.
  */
 
+#include <mma.h>
+
 #include "common.cuh"
 #include "llm_kernels.h"
 
@@ -433,10 +435,246 @@ llm_cuda_attention_decode(float *out, const float *q,
 }
 
 
+/*
+ * Prefill on the tensor cores, for heads of a multiple of 16 dims: grid
+ * (n_tiles_tc, n_head), 4 warps a block, each warp 16 of the tile's up
+ * to LLM_CUDA_QTILE_TC query rows.  Q (scaled), K and V are rounded to
+ * f16 in shared memory, K/V LLM_ATT_TC_KT positions at a time; a warp
+ * takes its scores S = Q K^T (16 x KT, f32) with 16x16x16 products,
+ * then, two lanes a row, the running max and sum and P = e^(S - m)
+ * rounded to f16 (the sum is of the rounded P), rescales its rows of O
+ * and adds P V to them with more products.  O (f32) lives in shared
+ * memory: a fragment's elements are in no documented order, so rows
+ * are scaled there.  Rows are padded (8 halves, 4 floats) off the
+ * banks and kept multiples of 16 bytes, as wmma wants.
+ */
+
+#define LLM_ATT_TC_KT    64             /* positions per K/V tile */
+#define LLM_ATT_TC_LS    (LLM_ATT_TC_KT + 4)
+#define LLM_ATT_TC_LP    (LLM_ATT_TC_KT + 8)
+
+
+static size_t
+llm_att_tc_smem(int hd)
+{
+    size_t  lq = (size_t) hd + 8, lo = (size_t) hd + 4;
+
+    return (LLM_CUDA_QTILE_TC + 2 * LLM_ATT_TC_KT) * lq * sizeof(__half)
+           + LLM_CUDA_QTILE_TC * LLM_ATT_TC_LS * sizeof(float)
+           + LLM_CUDA_QTILE_TC * LLM_ATT_TC_LP * sizeof(__half)
+           + LLM_CUDA_QTILE_TC * lo * sizeof(float)
+           + 2 * LLM_CUDA_QTILE_TC * sizeof(float);
+}
+
+
+static __global__ void __launch_bounds__(32 * LLM_ATT_WARPS)
+llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
+    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
+    int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
+    const int32_t *seg, const int32_t *bt, int bt_stride,
+    const int32_t *tiles)
+{
+    extern __shared__ __align__(128) float  smt[];
+
+    using namespace nvcuda;
+
+    int             t0, nt, h, g, lane, warp, p_first, p_last, n_k, lq, lo,
+                    r, j, d, w0, pr, c0;
+    float           scale, mx, m_old, m_new, corr, sum, pe, sv;
+    float4          k4, v4;
+    __half          ph;
+    __half         *qs, *ks, *vs, *ps;
+    float          *ss, *os, *ms, *ls;
+    const float    *kp;
+    const int32_t  *tbl;
+
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major>  fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major>  fk;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major>  fv;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float>                 fc;
+
+    t0 = tiles[2 * blockIdx.x];
+    nt = tiles[2 * blockIdx.x + 1];
+    h = blockIdx.y;
+    g = h / (n_head / n_head_kv);
+    lane = threadIdx.x % 32;
+    warp = threadIdx.x / 32;
+    w0 = warp * 16;
+
+    p_first = pos[t0];
+    p_last = pos[t0 + nt - 1];
+    tbl = bt + (int64_t) seg[t0] * bt_stride;
+    scale = rsqrtf((float) hd);
+
+    lq = hd + 8;
+    lo = hd + 4;
+    qs = (__half *) smt;
+    ks = qs + LLM_CUDA_QTILE_TC * lq;
+    vs = ks + LLM_ATT_TC_KT * lq;
+    ss = (float *) (vs + LLM_ATT_TC_KT * lq);
+    ps = (__half *) (ss + LLM_CUDA_QTILE_TC * LLM_ATT_TC_LS);
+    os = (float *) (ps + LLM_CUDA_QTILE_TC * LLM_ATT_TC_LP);
+    ms = os + LLM_CUDA_QTILE_TC * lo;
+    ls = ms + LLM_CUDA_QTILE_TC;
+
+    /* rows past the tile's tokens are zeros, never garbage: their
+     * products are computed (and ignored) */
+    for (int i = threadIdx.x; i < LLM_CUDA_QTILE_TC * hd; i += blockDim.x) {
+        r = i / hd;
+        d = i % hd;
+        qs[r * lq + d] = __float2half_rn(
+            r < nt ? q[((int64_t) (t0 + r) * n_head + h) * hd + d] * scale
+                   : 0.0f);
+        os[r * lo + d] = 0.0f;
+    }
+
+    for (int i = threadIdx.x; i < LLM_CUDA_QTILE_TC; i += blockDim.x) {
+        ms[i] = -INFINITY;
+        ls[i] = 0.0f;
+    }
+
+    for (int kv0 = 0; kv0 <= p_last; kv0 += LLM_ATT_TC_KT) {
+        n_k = min(LLM_ATT_TC_KT, p_last + 1 - kv0);
+
+        __syncthreads();
+
+        /* 4 floats a thread; positions past n_k zeros (P is 0 there,
+         * and 0 times garbage may be NaN) */
+        for (int i = threadIdx.x; i < LLM_ATT_TC_KT * (hd / 4);
+             i += blockDim.x)
+        {
+            j = i / (hd / 4);
+            d = (i % (hd / 4)) * 4;
+
+            k4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v4 = k4;
+
+            if (j < n_k) {
+                kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+                                  kv_dim, layer, tbl, kv0 + j, g, hd);
+                k4 = *(const float4 *) (kp + d);
+                v4 = *(const float4 *) (kp + (int64_t) block_size * kv_dim
+                                        + d);
+            }
+
+            ks[j * lq + d] = __float2half_rn(k4.x);
+            ks[j * lq + d + 1] = __float2half_rn(k4.y);
+            ks[j * lq + d + 2] = __float2half_rn(k4.z);
+            ks[j * lq + d + 3] = __float2half_rn(k4.w);
+            vs[j * lq + d] = __float2half_rn(v4.x);
+            vs[j * lq + d + 1] = __float2half_rn(v4.y);
+            vs[j * lq + d + 2] = __float2half_rn(v4.z);
+            vs[j * lq + d + 3] = __float2half_rn(v4.w);
+        }
+
+        __syncthreads();
+
+        /* the warp's rows before this tile, or none: nothing to add (the
+         * whole warp alike) */
+        if (w0 >= nt || p_first + min(w0 + 15, nt - 1) < kv0) {
+            continue;
+        }
+
+        /* S = Q K^T, 16 positions at a time */
+        for (int n = 0; n * 16 < n_k; n++) {
+            wmma::fill_fragment(fc, 0.0f);
+
+            for (int kk = 0; kk < hd; kk += 16) {
+                wmma::load_matrix_sync(fa, qs + w0 * lq + kk, lq);
+                wmma::load_matrix_sync(fk, ks + n * 16 * lq + kk, lq);
+                wmma::mma_sync(fc, fa, fk, fc);
+            }
+
+            wmma::store_matrix_sync(ss + w0 * LLM_ATT_TC_LS + n * 16, fc,
+                                    LLM_ATT_TC_LS, wmma::mem_row_major);
+        }
+
+        __syncwarp();
+
+        /* two lanes a row, 32 positions each: what a lane reads of m
+         * it reads before the first shuffle, what it writes after the
+         * second */
+        r = w0 + lane / 2;
+        c0 = (lane % 2) * (LLM_ATT_TC_KT / 2);
+        pr = p_first + r;
+        m_old = ms[r];
+
+        mx = -INFINITY;
+        for (int c = c0; c < c0 + LLM_ATT_TC_KT / 2; c++) {
+            if (r < nt && c < n_k && kv0 + c <= pr) {
+                mx = fmaxf(mx, ss[r * LLM_ATT_TC_LS + c]);
+            }
+        }
+
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        m_new = fmaxf(m_old, mx);
+        corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+
+        sum = 0.0f;
+        for (int c = c0; c < c0 + LLM_ATT_TC_KT / 2; c++) {
+            pe = 0.0f;
+            if (r < nt && c < n_k && kv0 + c <= pr) {
+                sv = ss[r * LLM_ATT_TC_LS + c];
+                pe = expf(sv - m_new);
+            }
+
+            ph = __float2half_rn(pe);
+            ps[r * LLM_ATT_TC_LP + c] = ph;
+            sum += __half2float(ph);
+        }
+
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+
+        if (mx != -INFINITY) {
+            /* the pair's halves of O's row */
+            for (d = (lane % 2) * (hd / 2); d < (lane % 2 + 1) * (hd / 2);
+                 d++)
+            {
+                os[r * lo + d] *= corr;
+            }
+
+            if (lane % 2 == 0) {
+                ms[r] = m_new;
+                ls[r] = ls[r] * corr + sum;
+            }
+        }
+
+        __syncwarp();
+
+        /* O += P V */
+        for (int n = 0; n < hd; n += 16) {
+            wmma::load_matrix_sync(fc, os + w0 * lo + n, lo,
+                                   wmma::mem_row_major);
+
+            for (int kk = 0; kk < n_k; kk += 16) {
+                wmma::load_matrix_sync(fa, ps + w0 * LLM_ATT_TC_LP + kk,
+                                       LLM_ATT_TC_LP);
+                wmma::load_matrix_sync(fv, vs + kk * lq + n, lq);
+                wmma::mma_sync(fc, fa, fv, fc);
+            }
+
+            wmma::store_matrix_sync(os + w0 * lo + n, fc, lo,
+                                    wmma::mem_row_major);
+        }
+
+        __syncwarp();
+    }
+
+    __syncthreads();
+
+    for (int i = threadIdx.x; i < nt * hd; i += blockDim.x) {
+        r = i / hd;
+        d = i % hd;
+        out[((int64_t) (t0 + r) * n_head + h) * hd + d] =
+            os[r * lo + d] / ls[r];
+    }
+}
+
+
 extern "C" int
 llm_cuda_attention_prefill(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
-    const llm_cuda_step_t *st, llm_stream_t stream)
+    const llm_cuda_step_t *st, int f16, llm_stream_t stream)
 {
     int           n_head_kv;
     size_t        smem;
@@ -450,6 +688,30 @@ llm_cuda_attention_prefill(float *out, const float *q,
 
     if (llm_att_check(n_head, n_head_kv, hd) != 0 || n_head > 65535) {
         return LLM_CUDA_FAILED;
+    }
+
+    /* the tensor cores where f16 is allowed and the device has the
+     * shared memory (it is an attribute of the host's, set every time;
+     * a refusal is not sticky) */
+    if (f16 && hd % 16 == 0 && st->n_tiles_tc > 0) {
+        smem = llm_att_tc_smem(hd);
+
+        if (cudaFuncSetAttribute(llm_att_prefill_tc_kernel,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int) smem)
+            == cudaSuccess)
+        {
+            llm_att_prefill_tc_kernel<<<dim3(st->n_tiles_tc, n_head),
+                                        32 * LLM_ATT_WARPS, smem, s>>>(
+                out, q, kv->data, kv->block_floats, kv->layer_floats,
+                kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd,
+                st->pos, st->seg, st->bt, st->bt_stride, st->tiles_tc);
+            LLM_CUDA_LAUNCHED(s);
+
+            return 0;
+        }
+
+        (void) cudaGetLastError();
     }
 
     smem = (size_t) (LLM_CUDA_QTILE * hd + LLM_ATT_TK * (hd + 1)

@@ -54,8 +54,11 @@ typedef struct {
     const int32_t   *tiles;         /* (n_tiles, 2): first token, count:
                                      * runs of one segment, at most
                                      * LLM_CUDA_QTILE tokens */
+    const int32_t   *tiles_tc;      /* (n_tiles_tc, 2): the same, at most
+                                     * LLM_CUDA_QTILE_TC tokens */
     int              n_tok;
     int              n_tiles;
+    int              n_tiles_tc;
     int              bt_stride;
 } llm_cuda_step_t;
 
@@ -71,6 +74,7 @@ typedef struct {
 
 
 #define LLM_CUDA_QTILE       16     /* query tokens per prefill tile */
+#define LLM_CUDA_QTILE_TC    64     /* the same, on the tensor cores */
 #define LLM_CUDA_ATT_CHUNK   256    /* positions per decode split */
 #define LLM_CUDA_GEMV_MAX    8      /* tokens the GEMV kernels take */
 #define LLM_CUDA_TOPK_MAX    1024
@@ -136,7 +140,10 @@ int llm_cuda_rope_store(float *q, float *k, const float *v, int n_heads,
  * last block of each (token, head) in the same launch; partial holds
  * (T, n_head, n_split, hd + 2) floats, arrived (T, n_head) counts,
  * zero before the launch and after it.  prefill: tiles of query tokens
- * sharing each K/V tile.  CPU twin: attention
+ * sharing each K/V tile; with f16 set, heads of a multiple of 16 dims
+ * take q, k, v and the softmax weights rounded to f16 into the tensor
+ * cores (f32 sums), where the device has the shared memory for it.
+ * CPU twin: attention
  */
 int llm_cuda_attention_decode(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
@@ -144,7 +151,7 @@ int llm_cuda_attention_decode(float *out, const float *q,
     unsigned int *arrived, llm_stream_t stream);
 int llm_cuda_attention_prefill(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
-    const llm_cuda_step_t *st, llm_stream_t stream);
+    const llm_cuda_step_t *st, int f16, llm_stream_t stream);
 
 /* gemv.cu: out (n, rows) = x (n, cols) W^T for a quantized, F32, F16 or
  * BF16 W (rows, cols, rows row_bytes apart), n <= LLM_CUDA_GEMV_MAX,

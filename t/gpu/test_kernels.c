@@ -9,6 +9,8 @@
  *   f32 elementwise, norms, rope, KV stores      1e-5 (order of sums,
  *                                                 libm's last bits)
  *   attention                                    1e-4 (exp, order)
+ *   attention, prefill on the tensor cores       3e-3 (q, k, v and the
+ *                                                 weights rounded to f16)
  *   matmul f32                                   1e-5
  *   matmul f16 / bf16 (both round x alike)       1e-4 / 1e-3
  *   matmul quantized vs the decoded f32 product  1e-5 (GEMV) / 2e-3
@@ -37,7 +39,18 @@
 #include "llm_quant.h"
 
 
+/* the steps of test_step() */
+enum {
+    STEP_PREFILL = 0,
+    STEP_DECODE,
+    STEP_LONG
+};
+
+#define STEP_STORAGE  (3 * 64 + 3 * 256)
+
+
 static llm_backend_t  *cpu, *gpu;
+static llm_reserve_t   reserved = { 256, 4096, 40000, 32, 256, 0 };
 static uint64_t        rng = 0x2545f4914f6cdd1dULL;
 
 
@@ -50,7 +63,7 @@ static void check(const char *what, const float *a, const float *b,
     size_t n, double tol);
 static void sync_both(void);
 static void test_elementwise(void);
-static void test_step(llm_step_t *st, int32_t *storage, int decode);
+static void test_step(llm_step_t *st, int32_t *storage, int kind);
 static void test_embed_matmul(uint32_t type, int cols);
 static void test_rope(void);
 static void test_rope_store(int n_head, int n_head_kv, int hd, int n_rot,
@@ -61,7 +74,8 @@ static void rotated_both(const char *what, const float *c, const float *g,
     const float *g3, size_t n);
 static void mat_both(llm_mat_t *cm, llm_mat_t *gm, uint32_t type,
     int rows, int cols);
-static void test_attention(int n_head, int n_head_kv, int hd, int decode);
+static void test_attention(int n_head, int n_head_kv, int hd, int kind,
+    int f16);
 static void test_sample(void);
 static void test_model(const char *name, double tol);
 
@@ -87,10 +101,9 @@ main(void)
         return done_testing();
     }
 
-    llm_reserve_t  r = { 256, 4096, 40000, 32, 256 };
-
-    if (!ok(cpu->reserve(cpu, &r, &err) == LLM_OK
-            && gpu->reserve(gpu, &r, &err) == LLM_OK, "scratch reserved"))
+    if (!ok(cpu->reserve(cpu, &reserved, &err) == LLM_OK
+            && gpu->reserve(gpu, &reserved, &err) == LLM_OK,
+            "scratch reserved"))
     {
         diag("%s", err.errstr);
         return done_testing();
@@ -124,14 +137,20 @@ main(void)
         test_products(LLM_TYPE_Q6_K);
     }
 
-    test_attention(8, 2, 64, 0);
-    test_attention(8, 2, 64, 1);
-    test_attention(8, 4, 8, 0);          /* stories260K's heads */
-    test_attention(8, 4, 8, 1);
-    test_attention(4, 4, 128, 0);
-    test_attention(4, 4, 128, 1);
-    test_attention(2, 1, 256, 0);
-    test_attention(2, 1, 256, 1);
+    for (int f16 = 0; f16 < 2; f16++) {
+        test_attention(8, 2, 64, STEP_PREFILL, f16);
+        test_attention(8, 2, 64, STEP_DECODE, f16);
+        test_attention(8, 4, 8, STEP_PREFILL, f16);  /* stories260K's */
+        test_attention(4, 4, 128, STEP_PREFILL, f16);
+        test_attention(4, 4, 128, STEP_LONG, f16);
+        test_attention(2, 1, 256, STEP_PREFILL, f16);
+        test_attention(2, 1, 256, STEP_LONG, f16);
+        test_attention(4, 2, 80, STEP_LONG, f16);
+    }
+
+    test_attention(8, 4, 8, STEP_DECODE, 0);
+    test_attention(4, 4, 128, STEP_DECODE, 0);
+    test_attention(2, 1, 256, STEP_DECODE, 0);
 
     test_sample();
 
@@ -491,30 +510,40 @@ test_elementwise(void)
 
 
 /*
- * A step of three sequences in a pool of 128 blocks of 16: 37 prompt
- * tokens at 0..36, one token at 300, 20 tokens at 100..119 (decode:
- * one token each, at 36, 300 and 600); block tables are scattered
- * permutations.  storage: 3 * 64 int32 of block tables, then 64 * 3
- * of tokens, positions and segments.
+ * A step of three sequences in a pool of 128 blocks of 16: STEP_PREFILL
+ * has 37 prompt tokens at 0..36, one token at 300, 20 tokens at
+ * 100..119; STEP_DECODE one token each, at 36, 300 and 600; STEP_LONG
+ * 150 tokens at 30..179 (tiles of 64 that start and end mid-tile of
+ * K/V), 70 at 0..69 and one at 200.  Block tables are scattered
+ * permutations.  storage: STEP_STORAGE int32: 3 * 64 of block tables,
+ * then 256 each of tokens, positions and segments.
  */
 static const int32_t  *step_blocks[3];
 static int32_t         step_nblocks[3];
 
 static void
-test_step(llm_step_t *st, int32_t *storage, int decode)
+test_step(llm_step_t *st, int32_t *storage, int kind)
 {
-    int         n, t;
-    int32_t    *bt, *tok, *pos, *seg;
-    llm_err_t   err = { 0 };
+    int          n, t, decode;
+    int32_t     *bt, *tok, *pos, *seg;
+    const int   *first, *count;
+    llm_err_t    err = { 0 };
 
-    static const int  first[3] = { 0, 300, 100 };
-    static const int  count[3] = { 37, 1, 20 };
-    static const int  last[3] = { 36, 300, 600 };
+    static const int  first_of[3][3] = {
+        { 0, 300, 100 }, { 36, 300, 600 }, { 30, 0, 200 }
+    };
+    static const int  count_of[3][3] = {
+        { 37, 1, 20 }, { 1, 1, 1 }, { 150, 70, 1 }
+    };
+
+    decode = kind == STEP_DECODE;
+    first = first_of[kind];
+    count = count_of[kind];
 
     bt = storage;
     tok = storage + 3 * 64;
-    pos = tok + 64;
-    seg = pos + 64;
+    pos = tok + 256;
+    seg = pos + 256;
 
     /* sequence s owns blocks s, s + 3, s + 6 ... in a shuffled order */
     for (int s = 0; s < 3; s++) {
@@ -527,11 +556,11 @@ test_step(llm_step_t *st, int32_t *storage, int decode)
 
     t = 0;
     for (int s = 0; s < 3; s++) {
-        n = decode ? 1 : count[s];
+        n = count[s];
 
         for (int j = 0; j < n; j++, t++) {
             tok[t] = (int32_t) ((t * 37 + 11) % 512);
-            pos[t] = decode ? last[s] : first[s] + j;
+            pos[t] = first[s] + j;
             seg[t] = s;
         }
 
@@ -564,7 +593,7 @@ test_rope(void)
     size_t       n;
     float       *x, *freqs, *cx, *gx, *ccs, *gcs, *cf, *gf, *r1, *r2;
     char         what[96];
-    int32_t      storage[3 * 64 + 3 * 64];
+    int32_t      storage[STEP_STORAGE];
     llm_step_t   st;
     llm_rope_t   rp;
 
@@ -669,7 +698,7 @@ test_rope_store(int n_head, int n_head_kv, int hd, int n_rot, int neox,
     char           what[128];
     float         *pool, *q, *k, *v, *r1, *r2, *r3, *e1, *e2;
     size_t         pool_n, nq, nk, ne, off;
-    int32_t        storage[3 * 64 + 3 * 64];
+    int32_t        storage[STEP_STORAGE];
     llm_step_t     st;
     llm_rope_t     rp;
     llm_kv_buf_t   ckv, gkv, gkv3;
@@ -815,7 +844,7 @@ test_embed_matmul(uint32_t type, int cols)
     float          *wf, *deq, *x, *ref, *cx, *gx, *co, *go, *r1, *r2, *host;
     size_t          rb;
     uint8_t        *wq;
-    int32_t         storage[3 * 64 + 3 * 64];
+    int32_t         storage[STEP_STORAGE];
     llm_mat_t       cm, gm;
     llm_step_t      st;
     llm_err_t       err = { 0 };
@@ -952,20 +981,37 @@ test_embed_matmul(uint32_t type, int cols)
 
 /*
  * KV stores and attention over a pool of 128 blocks of 16 positions,
- * filled with random keys and values, for the step of test_step(): the
+ * filled with random keys and values, for a step of test_step(): the
  * prefill kernel (tiles of queries), or the decode kernel (positions
- * split in chunks of 256, here up to 3 of them).
+ * split in chunks of 256, here up to 3 of them).  With f16, the backend
+ * is told that attention may round to f16 (llm_reserve_t): prefill
+ * heads of a multiple of 16 dims go to the tensor cores, which must be
+ * within 3e-3 of the CPU's, and nearer the CPU's on q and the pool
+ * rounded to f16 than on them as they are (the rounding happened: the
+ * tensor cores ran).
  */
 static void
-test_attention(int n_head, int n_head_kv, int hd, int decode)
+test_attention(int n_head, int n_head_kv, int hd, int kind, int f16)
 {
-    int            T, kv_dim;
-    char           what[128];
-    float         *pool, *k, *v, *q, *r1, *r2;
+    int            T, kv_dim, tc;
+    char           what[160];
+    float         *pool, *k, *v, *q, *r1, *r2, *r3;
     size_t         pool_n, n;
-    int32_t        storage[3 * 64 + 3 * 64];
+    int32_t        storage[STEP_STORAGE];
+    llm_err_t      err = { 0 };
     llm_step_t     st;
+    llm_reserve_t  r;
     llm_kv_buf_t   ckv, gkv;
+
+    tc = f16 && kind != STEP_DECODE && hd % 16 == 0;
+
+    r = reserved;
+    r.att_f16 = f16;
+    if (!ok(gpu->reserve(gpu, &r, &err) == LLM_OK, "reserved, att_f16 %d",
+            f16))
+    {
+        diag("%s", err.errstr);
+    }
 
     kv_dim = n_head_kv * hd;
 
@@ -977,7 +1023,7 @@ test_attention(int n_head, int n_head_kv, int hd, int decode)
     ckv.data = to_dev(cpu, pool, pool_n * 4);
     gkv.data = to_dev(gpu, pool, pool_n * 4);
 
-    test_step(&st, storage, decode);
+    test_step(&st, storage, kind);
     T = st.n_tok;
 
     /* layer 1's slots of the step's tokens get new keys and values */
@@ -998,7 +1044,6 @@ test_attention(int n_head, int n_head_kv, int hd, int decode)
                  kv_dim);
         ok(memcmp(r1, r2, pool_n * sizeof(float)) == 0, "%s: the same pool",
            what);
-        free(r1);
         free(r2);
 
         cpu->free(cpu, ck);
@@ -1018,14 +1063,48 @@ test_attention(int n_head, int n_head_kv, int hd, int decode)
         cpu->attention(cpu, co, cq, &ckv, 1, n_head, hd);
         gpu->attention(gpu, go, gq, &gkv, 1, n_head, hd);
 
-        r1 = from_dev(cpu, co, n);
+        r3 = from_dev(cpu, co, n);
         r2 = from_dev(gpu, go, n);
-        snprintf(what, sizeof(what), "attention %s: %d tokens, %d heads "
-                 "(%d KV) of %d", decode ? "decode" : "prefill", T, n_head,
-                 n_head_kv, hd);
-        check(what, r2, r1, n, 1e-4);
-        free(r1);
+        snprintf(what, sizeof(what), "attention %s%s: %d tokens, %d heads "
+                 "(%d KV) of %d",
+                 kind == STEP_DECODE ? "decode" : "prefill",
+                 tc ? " (tensor cores)" : "", T, n_head, n_head_kv, hd);
+        check(what, r2, r3, n, tc ? 3e-3 : 1e-4);
+
+        if (tc) {
+            /* the CPU's on the inputs rounded: the pool as kv_store left
+             * it (r1), and q */
+            float   *rq = malloc(n * sizeof(float));
+            double   e_raw, e_rounded;
+
+            for (size_t i = 0; i < pool_n; i++) {
+                r1[i] = llm_fp16_to_fp32(llm_fp32_to_fp16(r1[i]));
+            }
+
+            for (size_t i = 0; i < n; i++) {
+                rq[i] = llm_fp16_to_fp32(llm_fp32_to_fp16(q[i]));
+            }
+
+            if (cpu->write(cpu, ckv.data, r1, pool_n * 4, &err) != LLM_OK
+                || cpu->write(cpu, cq, rq, n * 4, &err) != LLM_OK)
+            {
+                diag("%s", err.errstr);
+            }
+
+            cpu->attention(cpu, co, cq, &ckv, 1, n_head, hd);
+
+            e_raw = rel_l2(r2, r3, n);
+            free(r3);
+            r3 = from_dev(cpu, co, n);
+            e_rounded = rel_l2(r2, r3, n);
+
+            ok(e_rounded < e_raw, "%s: nearer the CPU's on f16 inputs "
+               "(%.3g) than on f32 (%.3g)", what, e_rounded, e_raw);
+            free(rq);
+        }
+
         free(r2);
+        free(r3);
 
         cpu->free(cpu, cq);
         cpu->free(cpu, co);
@@ -1033,12 +1112,19 @@ test_attention(int n_head, int n_head_kv, int hd, int decode)
         gpu->free(gpu, go);
     }
 
+    free(r1);
     cpu->free(cpu, ckv.data);
     gpu->free(gpu, gkv.data);
     free(pool);
     free(k);
     free(v);
     free(q);
+
+    if (f16 && !ok(gpu->reserve(gpu, &reserved, &err) == LLM_OK,
+                   "reserved again"))
+    {
+        diag("%s", err.errstr);
+    }
 }
 
 

@@ -1670,7 +1670,9 @@ llm_emu_shfl(uint64_t v, unsigned int mask, int mode, int arg, int width)
 void *
 llm_emu_dyn_smem(void)
 {
-    return llm_emu_smem.data();
+    /* aligned as the device's (wmma wants 32 bytes) */
+    return (void *) (((uintptr_t) llm_emu_smem.data() + 127)
+                     & ~(uintptr_t) 127);
 }
 
 
@@ -1813,7 +1815,7 @@ llm_emu_run_kernel(llm_emu_op *op)
     }
 
     /* shared memory before anyone writes it: NaNs */
-    llm_emu_smem.assign(op->cfg.smem + 16, (char) 0xff);
+    llm_emu_smem.assign(op->cfg.smem + 16 + 128, (char) 0xff);
 
     llm_emu_block_dim = op->cfg.block;
     llm_emu_grid_dim = op->cfg.grid;

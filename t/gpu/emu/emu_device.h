@@ -35,6 +35,7 @@
 #define __forceinline__   inline
 #define __shared__        static thread_local
 #define __launch_bounds__(...)
+#define __align__(n)      __attribute__((aligned(n)))
 
 
 struct uint3 {
@@ -49,6 +50,14 @@ struct alignas(16) uint4 {
 struct alignas(16) float4 {
     float  x, y, z, w;
 };
+
+static inline float4
+make_float4(float x, float y, float z, float w)
+{
+    float4  v = { x, y, z, w };
+
+    return v;
+}
 
 struct alignas(8) float2 {
     float  x, y;
@@ -115,6 +124,13 @@ llm_emu_shfl_t(unsigned int mask, T v, int mode, int arg, int width)
     memcpy(&v, &b, sizeof(T));
 
     return v;
+}
+
+/* the lanes of mask wait for each other: a shuffle of nothing */
+static inline void
+__syncwarp(unsigned int mask = 0xffffffffu)
+{
+    (void) llm_emu_shfl(0, mask, LLM_EMU_SHFL_XOR, 0, 32);
 }
 
 template <typename T>

@@ -4,8 +4,8 @@
  * The CUDA emulator's own tests (t/gpu/emu/README.md): that it computes
  * what CUDA defines (half and bfloat16 conversions against the CPU's
  * F16C instructions and the engine's converters, block reductions,
- * shuffles, cuBLAS's column-major products against a plain loop written
- * here, NCCL's sums) and that it faults where a GPU would.  A fault is
+ * shuffles, cuBLAS's column-major products and warp matrix products
+ * against plain loops written here, NCCL's sums) and that it faults where a GPU would.  A fault is
  * sticky for the process, as on a device: each fault case runs in a
  * child of its own.  Built from this .cu as the kernels are, so its
  * launches are written as CUDA writes them.
@@ -24,6 +24,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <cublas_v2.h>
+#include <mma.h>
 #include <nccl.h>
 
 extern "C" {
@@ -159,6 +160,52 @@ static __global__ void
 k_read(float *out, const float *in, int i)
 {
     out[0] = in[i];
+}
+
+
+/* c (16 x 16, f32, ld 20) = a (16 x 32 half, row-major, ld 40) b (32 x
+ * 16 half, col-major, ld 40) + c, in shared memory: one warp; off moves
+ * a's tile off its 32-byte alignment */
+static __global__ void
+k_wmma(float *c, const __half *a, const __half *b, int off)
+{
+    using namespace nvcuda;
+
+    __shared__ __align__(32) __half  as[16 * 40 + 8];
+    __shared__ __align__(32) float   cs[16 * 20];
+
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major>  fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major>  fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float>                 fc;
+
+    for (int i = threadIdx.x; i < 16 * 40; i += 32) {
+        as[off + i] = a[i];
+    }
+
+    for (int i = threadIdx.x; i < 16 * 20; i += 32) {
+        cs[i] = c[i];
+    }
+
+    __syncwarp();
+
+    wmma::load_matrix_sync(fc, cs, 20, wmma::mem_row_major);
+
+    for (int k = 0; k < 32; k += 16) {
+        wmma::load_matrix_sync(fa, as + off + k, 40);
+        wmma::load_matrix_sync(fb, b + k, 40);
+        wmma::mma_sync(fc, fa, fb, fc);
+    }
+
+    for (int i = 0; i < fc.num_elements; i++) {
+        fc.x[i] *= 2.0f;                /* element-wise, as allowed */
+    }
+
+    wmma::store_matrix_sync(cs, fc, 20, wmma::mem_row_major);
+    __syncwarp();
+
+    for (int i = threadIdx.x; i < 16 * 20; i += 32) {
+        c[i] = cs[i];
+    }
 }
 
 
@@ -595,6 +642,64 @@ test_nccl(void)
 }
 
 
+/* warp matrix products against a loop over the same halves */
+static void
+test_wmma(void)
+{
+    float    c[16 * 20], want[16 * 20], *dc, worst;
+    __half   a[16 * 40], b[16 * 40], *da, *db;
+    uint32_t seed = 777;
+
+    for (int i = 0; i < 16 * 40; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        a[i] = __float2half_rn((float) ((int) (seed >> 20) - 2048) / 512);
+        seed = seed * 1664525u + 1013904223u;
+        b[i] = __float2half_rn((float) ((int) (seed >> 20) - 2048) / 512);
+    }
+
+    for (int i = 0; i < 16 * 20; i++) {
+        c[i] = (float) (i % 7) - 3.0f;
+    }
+
+    /* c(i, j) = 2 (c + sum_k a(i, k) b(k, j)); b(k, j) at b[j * 40 + k] */
+    for (int i = 0; i < 16; i++) {
+        for (int j = 0; j < 20; j++) {
+            double  s = c[i * 20 + j];
+
+            for (int k = 0; k < 32 && j < 16; k++) {
+                s += (double) __half2float(a[i * 40 + k])
+                     * __half2float(b[j * 40 + k]);
+            }
+
+            want[i * 20 + j] = j < 16 ? (float) (2 * s) : c[i * 20 + j];
+        }
+    }
+
+    cudaMalloc((void **) &da, sizeof(a));
+    cudaMalloc((void **) &db, sizeof(b));
+    cudaMalloc((void **) &dc, sizeof(c));
+    cudaMemcpy(da, a, sizeof(a), cudaMemcpyHostToDevice);
+    cudaMemcpy(db, b, sizeof(b), cudaMemcpyHostToDevice);
+    cudaMemcpy(dc, c, sizeof(c), cudaMemcpyHostToDevice);
+
+    k_wmma<<<1, 32>>>(dc, da, db, 0);
+    ok(cudaMemcpy(c, dc, sizeof(c), cudaMemcpyDeviceToHost) == cudaSuccess,
+       "a warp's matrix products run");
+
+    worst = 0.0f;
+    for (int i = 0; i < 16 * 20; i++) {
+        worst = fmaxf(worst, fabsf(c[i] - want[i]));
+    }
+
+    ok(worst < 1e-4f, "wmma 16x16x16: a (row-major) b (col-major) + c, "
+       "scaled element-wise, as a loop computes it (worst %g)", worst);
+
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
+}
+
+
 /* ----------------------------------------------------- fault cases */
 
 static int
@@ -642,6 +747,34 @@ fault_past_end(void)
     k_read<<<1, 1>>>(o, d, 100 + 1024);
     cudaDeviceSynchronize();
     return 0;                                   /* not reached */
+}
+
+
+static int
+fault_wmma_align(void)
+{
+    float   *c;
+    __half  *a, *b;
+
+    cudaMalloc((void **) &a, 16 * 40 * sizeof(__half));
+    cudaMalloc((void **) &b, 16 * 40 * sizeof(__half));
+    cudaMalloc((void **) &c, 16 * 20 * sizeof(float));
+    k_wmma<<<1, 32>>>(c, a, b, 8);            /* 16 bytes off */
+    return cudaDeviceSynchronize() == cudaErrorLaunchFailure;
+}
+
+
+static int
+fault_wmma_lanes(void)
+{
+    float   *c;
+    __half  *a, *b;
+
+    cudaMalloc((void **) &a, 16 * 40 * sizeof(__half));
+    cudaMalloc((void **) &b, 16 * 40 * sizeof(__half));
+    cudaMalloc((void **) &c, 16 * 20 * sizeof(float));
+    k_wmma<<<1, 16>>>(c, a, b, 0);            /* half a warp */
+    return cudaDeviceSynchronize() == cudaErrorLaunchFailure;
 }
 
 
@@ -693,6 +826,7 @@ main(void)
     test_streams();
     test_gemm();
     test_nccl();
+    test_wmma();
 
     ok(in_child(fault_barrier, 0), "a barrier and a shuffle waiting for "
        "each other are a launch failure, sticky");
@@ -702,6 +836,10 @@ main(void)
        "faults with an illegal address");
     ok(in_child(fault_past_end, 1), "a read past a device buffer's end "
        "crashes at the read");
+    ok(in_child(fault_wmma_align, 0), "a wmma load off 32-byte alignment "
+       "is a launch failure");
+    ok(in_child(fault_wmma_lanes, 0), "a wmma operation without the "
+       "whole warp is a launch failure");
 
     return done_testing();
 }
