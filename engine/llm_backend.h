@@ -73,17 +73,19 @@ typedef struct {
 /*
  * One share of a paged KV cache: every block holds keys then values of
  * every layer for block_size positions and kv_dim channels (the KV
- * heads this backend computes).
+ * heads this backend computes), as f32, or as f16 where f16 is set (a
+ * backend with kv_f16, for a model whose attention may round to f16).
  */
 typedef struct {
-    float           *data;          /* (n_blocks, n_layer, 2, block_size,
-                                     * kv_dim) f32, backend memory */
+    void            *data;          /* (n_blocks, n_layer, 2, block_size,
+                                     * kv_dim), backend memory */
+    int              f16;
     int              n_blocks;
     int              block_size;
     int              n_layer;
     int              kv_dim;
-    size_t           layer_floats;  /* 2 * block_size * kv_dim */
-    size_t           block_floats;  /* n_layer * layer_floats */
+    size_t           layer_elems;   /* 2 * block_size * kv_dim */
+    size_t           block_elems;   /* n_layer * layer_elems */
 } llm_kv_buf_t;
 
 
@@ -170,6 +172,8 @@ struct llm_backend_s {
     int              host_mem;      /* buffers are host memory: upload
                                      * returns the caller's bytes, which
                                      * must outlive their use */
+    int              kv_f16;        /* its ops take a KV cache of f16
+                                     * (llm_kv_buf_t) */
     void            *data;          /* the backend's own state */
 
     void  (*destroy)(llm_backend_t *be);

@@ -497,10 +497,10 @@ llm_cpu_kv_store(llm_backend_t *be, const llm_kv_buf_t *kv, int layer,
     for (int t = 0; t < st->n_tok; t++) {
         pos = st->pos[t];
 
-        kc = kv->data
+        kc = (float *) kv->data
              + (size_t) st->blocks[st->seg[t]][pos / kv->block_size]
-               * kv->block_floats
-             + (size_t) layer * kv->layer_floats
+               * kv->block_elems
+             + (size_t) layer * kv->layer_elems
              + (size_t) (pos % kv->block_size) * kv->kv_dim;
         vc = kc + (size_t) kv->block_size * kv->kv_dim;
 
@@ -658,8 +658,9 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
 
         for (int j = 0; j < tn; j++) {
             pos = t0 + j;
-            base = kv->data + (size_t) blocks[pos / bs] * kv->block_floats
-                   + (size_t) layer * kv->layer_floats;
+            base = (const float *) kv->data
+                   + (size_t) blocks[pos / bs] * kv->block_elems
+                   + (size_t) layer * kv->layer_elems;
             kt = base + (size_t) (pos % bs) * kv->kv_dim
                  + (size_t) kv_head * hd;
 
@@ -707,8 +708,9 @@ llm_attend(const llm_kv_buf_t *kv, const int32_t *blocks, int layer,
 
         for (int j = 0; j < tn; j++) {
             pos = t0 + j;
-            base = kv->data + (size_t) blocks[pos / bs] * kv->block_floats
-                   + (size_t) layer * kv->layer_floats;
+            base = (const float *) kv->data
+                   + (size_t) blocks[pos / bs] * kv->block_elems
+                   + (size_t) layer * kv->layer_elems;
             vt = base + (size_t) (bs + pos % bs) * kv->kv_dim
                  + (size_t) kv_head * hd;
 

@@ -262,6 +262,7 @@ llm_backend_cuda_new(int device, llm_err_t *err)
     be->name = "cuda";
     be->device = device;
     be->host_mem = 0;
+    be->kv_f16 = 1;
     be->data = c;
 
     if (llm_cuda_use(c) != 0
@@ -1101,10 +1102,11 @@ static void
 llm_cuda_kv_of(const llm_kv_buf_t *kv, llm_cuda_kv_t *ck)
 {
     ck->data = kv->data;
+    ck->f16 = kv->f16;
     ck->block_size = kv->block_size;
     ck->kv_dim = kv->kv_dim;
-    ck->layer_floats = (int64_t) kv->layer_floats;
-    ck->block_floats = (int64_t) kv->block_floats;
+    ck->layer_elems = (int64_t) kv->layer_elems;
+    ck->block_elems = (int64_t) kv->block_elems;
 }
 
 

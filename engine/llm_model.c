@@ -225,8 +225,9 @@ struct llm_kv_pool_s {
     int                 kv_dim;
     size_t              block_bytes;    /* all shards' */
     llm_kv_buf_t       *kv;             /* (n_shards) */
-    float              *scratch;        /* one shard's block, host
-                                         * memory, when n_shards > 1 */
+    void               *scratch;        /* one shard's block, host
+                                         * memory, when n_shards > 1 or
+                                         * the blocks are f16 */
     uint32_t            step;
     llm_kv_mark_t      *mark;           /* (n_blocks) */
 };
@@ -1437,10 +1438,47 @@ llm_kv_block_bytes(const llm_model_t *m, int block_size)
 }
 
 
+/* a shard keeps its KV blocks in f16 where its backend can and the
+ * model's attention may round to f16 (its products do as much) */
+static int
+llm_kv_f16(const llm_model_t *m, const llm_shard_t *sh)
+{
+    return sh->be->kv_f16 && m->w.layers[0].wq.type != LLM_TYPE_F32;
+}
+
+
+size_t
+llm_kv_cache_bytes(const llm_model_t *m, int block_size)
+{
+    size_t  n, sum;
+
+    if (m == NULL || block_size <= 0) {
+        return 0;
+    }
+
+    sum = 0;
+
+    for (int i = 0; i < m->n_shards; i++) {
+        if (llm_mul_size((size_t) m->config.n_layer * 2, (size_t) block_size,
+                         &n) != 0
+            || llm_mul_size(n, (size_t) m->shards[i].kv_dim, &n) != 0
+            || llm_mul_size(n, llm_kv_f16(m, &m->shards[i]) ? 2 : 4, &n)
+               != 0
+            || llm_add_size(sum, n, &sum) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return sum;
+}
+
+
 llm_kv_pool_t *
 llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     llm_err_t *err)
 {
+    int                 any16;
     size_t              bytes, n, most;
     llm_kv_buf_t       *kv;
     llm_kv_pool_t      *p;
@@ -1458,7 +1496,10 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
 
     bytes = llm_kv_block_bytes(m, block_size);
 
-    if (bytes == 0 || llm_mul_size(bytes, (size_t) n_blocks, &n) != 0) {
+    if (bytes == 0 || llm_kv_cache_bytes(m, block_size) == 0
+        || llm_mul_size(llm_kv_cache_bytes(m, block_size), (size_t) n_blocks,
+                        &n) != 0)
+    {
         llm_err_set(err, LLM_ENOMEM, "KV pool size overflows");
         return NULL;
     }
@@ -1485,26 +1526,30 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     }
 
     most = 0;
+    any16 = 0;
 
     for (int i = 0; i < m->n_shards; i++) {
         sh = &m->shards[i];
         kv = &p->kv[i];
 
+        kv->f16 = llm_kv_f16(m, sh);
+        any16 |= kv->f16;
         kv->n_blocks = n_blocks;
         kv->block_size = block_size;
         kv->n_layer = m->config.n_layer;
         kv->kv_dim = sh->kv_dim;
-        kv->layer_floats = 2 * (size_t) block_size * (size_t) sh->kv_dim;
-        kv->block_floats = kv->layer_floats * (size_t) kv->n_layer;
+        kv->layer_elems = 2 * (size_t) block_size * (size_t) sh->kv_dim;
+        kv->block_elems = kv->layer_elems * (size_t) kv->n_layer;
 
-        if (kv->block_floats > most) {
-            most = kv->block_floats;
+        if (kv->block_elems > most) {
+            most = kv->block_elems;
         }
 
         /* zeroed, so that a position nobody wrote reads as zeros, not
          * as another request's keys; a shard's share is at most the
          * whole, so the product cannot overflow */
-        kv->data = sh->be->alloc(sh->be, kv->block_floats * sizeof(float)
+        kv->data = sh->be->alloc(sh->be, kv->block_elems
+                                         * (kv->f16 ? 2 : sizeof(float))
                                          * (size_t) n_blocks, err);
         if (kv->data == NULL) {
             llm_kv_pool_free(p);
@@ -1512,7 +1557,7 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
         }
     }
 
-    if (m->n_shards > 1) {
+    if (m->n_shards > 1 || any16) {
         p->scratch = malloc(most * sizeof(float));
         if (p->scratch == NULL) {
             llm_kv_pool_free(p);
@@ -1522,6 +1567,13 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     }
 
     return p;
+}
+
+
+int
+llm_kv_pool_f16(const llm_kv_pool_t *p)
+{
+    return p->kv[0].f16;
 }
 
 
@@ -1552,16 +1604,18 @@ llm_kv_pool_free(llm_kv_pool_t *p)
 
 
 /*
- * A block crosses in one layout: (n_layer, 2, block_size, kv_dim), each
- * row of kv_dim the channels of every shard in turn.  With shards, each
- * one's share goes through the scratch.
+ * A block crosses in one layout: (n_layer, 2, block_size, kv_dim) f32,
+ * each row of kv_dim the channels of every shard in turn.  With shards,
+ * or f16 blocks, each one's share goes through the scratch (converted
+ * to f32 on the way out, rounded to f16 on the way in).
  */
 static int
 llm_kv_block_copy(llm_kv_pool_t *p, int32_t block, float *host, int out)
 {
     int                 off, w;
-    size_t              rows;
-    float              *dev, *a, *b;
+    size_t              rows, size;
+    char               *dev;
+    float              *a;
     llm_err_t           err;
     llm_backend_t      *be;
     const llm_kv_buf_t *kv;
@@ -1573,36 +1627,43 @@ llm_kv_block_copy(llm_kv_pool_t *p, int32_t block, float *host, int out)
     for (int i = 0; i < p->model->n_shards; i++) {
         be = p->model->shards[i].be;
         kv = &p->kv[i];
-        dev = kv->data + (size_t) block * kv->block_floats;
+        size = kv->block_elems * (kv->f16 ? 2 : sizeof(float));
+        dev = (char *) kv->data + (size_t) block * size;
         w = kv->kv_dim;
 
-        if (p->model->n_shards == 1) {
+        if (p->model->n_shards == 1 && !kv->f16) {
             return out ? be->read(be, host, dev, p->block_bytes, &err)
                        : be->write(be, dev, host, p->block_bytes, &err);
         }
 
-        if (out && be->read(be, p->scratch, dev,
-                            kv->block_floats * sizeof(float), &err)
-                   != LLM_OK)
-        {
+        if (out && be->read(be, p->scratch, dev, size, &err) != LLM_OK) {
             return LLM_ERR;
         }
 
         for (size_t r = 0; r < rows; r++) {
             a = host + r * (size_t) p->kv_dim + off;
-            b = p->scratch + r * (size_t) w;
 
-            if (out) {
-                memcpy(a, b, (size_t) w * sizeof(float));
+            if (kv->f16) {
+                uint16_t  *h = (uint16_t *) p->scratch + r * (size_t) w;
+
+                for (int j = 0; j < w; j++) {
+                    if (out) {
+                        a[j] = llm_fp16_to_fp32(h[j]);
+                    } else {
+                        h[j] = llm_fp32_to_fp16(a[j]);
+                    }
+                }
+
+            } else if (out) {
+                memcpy(a, (float *) p->scratch + r * (size_t) w,
+                       (size_t) w * sizeof(float));
             } else {
-                memcpy(b, a, (size_t) w * sizeof(float));
+                memcpy((float *) p->scratch + r * (size_t) w, a,
+                       (size_t) w * sizeof(float));
             }
         }
 
-        if (!out && be->write(be, dev, p->scratch,
-                              kv->block_floats * sizeof(float), &err)
-                    != LLM_OK)
-        {
+        if (!out && be->write(be, dev, p->scratch, size, &err) != LLM_OK) {
             return LLM_ERR;
         }
 

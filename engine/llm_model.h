@@ -106,12 +106,19 @@ int llm_model_forward(llm_model_t *m, llm_kv_t *kv, const int32_t *tokens,
  */
 typedef struct llm_kv_pool_s  llm_kv_pool_t;
 
-/* bytes one block takes, to size a pool from a memory budget */
+/* bytes of one block as it crosses to the host (f32) */
 size_t llm_kv_block_bytes(const llm_model_t *m, int block_size);
+
+/* bytes one block takes in the backends' memory (f16 where they keep
+ * it so), to size a pool from a memory budget */
+size_t llm_kv_cache_bytes(const llm_model_t *m, int block_size);
 
 llm_kv_pool_t *llm_kv_pool_new(const llm_model_t *m, int n_blocks,
     int block_size, llm_err_t *err);
 void llm_kv_pool_free(llm_kv_pool_t *p);
+
+/* 1 when the backends keep the pool's blocks in f16 */
+int llm_kv_pool_f16(const llm_kv_pool_t *p);
 
 /* one block's contents as bytes, out and in (the Redis tier stores
  * them); len must be llm_kv_block_bytes() */

@@ -46,7 +46,7 @@ llm_sched_model_init(llm_serve_model_t *m, size_t kv_bytes, int block_size,
 {
     size_t  bb, n;
 
-    bb = llm_kv_block_bytes(m->model, block_size);
+    bb = llm_kv_cache_bytes(m->model, block_size);
     n = bb ? kv_bytes / bb : 0;
 
     /* room for at least one full context, or the cache is useless */
@@ -76,7 +76,8 @@ llm_sched_model_init(llm_serve_model_t *m, size_t kv_bytes, int block_size,
     }
 
     llm_log(LLM_LOG_INFO, "model %s: KV cache of %zu blocks of %d positions "
-            "(%zu MiB)", m->name, n, block_size, n * bb >> 20);
+            "(%zu MiB, %s)", m->name, n, block_size, n * bb >> 20,
+            llm_kv_pool_f16(m->pool) ? "f16" : "f32");
     return LLM_OK;
 }
 

@@ -3,7 +3,8 @@
  *
  * Attention over the paged KV cache.  Position p of a token's sequence
  * is slot p % block_size of block bt[seg][p / block_size]; a block is
- * (n_layer, 2, block_size, kv_dim) f32, keys then values, and KV head g
+ * (n_layer, 2, block_size, kv_dim) of f32, or f16, keys then values; KV
+ * head g
  * is channels g * hd .. g * hd + hd - 1 of a slot.  Query head h reads
  * KV head h / (n_head / n_head_kv).  Scores are q . k / sqrt(hd) over
  * positions 0..pos (causal), softmax taken with a running maximum
@@ -23,14 +24,15 @@
                                          * tile, a lane each */
 
 
-static __device__ __forceinline__ const float *
-llm_att_slot(const float *kv, int64_t block_floats, int64_t layer_floats,
+template <typename KV>
+static __device__ __forceinline__ const KV *
+llm_att_slot(const KV *kv, int64_t block_elems, int64_t layer_elems,
     int block_size, int kv_dim, int layer, const int32_t *bt, int p, int g,
     int hd)
 {
     int64_t  blk = bt[p / block_size];
 
-    return kv + blk * block_floats + (int64_t) layer * layer_floats
+    return kv + blk * block_elems + (int64_t) layer * layer_elems
            + (int64_t) (p % block_size) * kv_dim + (int64_t) g * hd;
 }
 
@@ -91,10 +93,11 @@ llm_att_combine(float *out, const float *partial, int t, int h, int n_head,
  * (token, head) to finish, counting in arrived (T, n_head), merges the
  * splits into att: one launch, where a separate merge took two.
  */
+template <typename KV>
 static __global__ void
 llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
-    const float *q, const float *kv, int64_t block_floats,
-    int64_t layer_floats, int block_size, int kv_dim, int layer, int n_head,
+    const float *q, const KV *kv, int64_t block_elems,
+    int64_t layer_elems, int block_size, int kv_dim, int layer, int n_head,
     int n_head_kv, int hd, const int32_t *pos, const int32_t *seg,
     const int32_t *bt, int bt_stride, int n_split)
 {
@@ -107,7 +110,8 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
     float           qv[LLM_ATT_MAX_D], acc[LLM_ATT_MAX_D];
     float           m, l, dot, corr, e, scale, f, mm, ll;
     float          *out;
-    const float    *kp, *vp, *qp;
+    const float    *qp;
+    const KV       *kp, *vp;
     const int32_t  *tbl;
 
     h = blockIdx.x;
@@ -135,7 +139,7 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
     l = 0.0f;
 
     for (int p = p0 + warp; p < p1; p += LLM_ATT_WARPS) {
-        kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+        kp = llm_att_slot(kv, block_elems, layer_elems, block_size,
                           kv_dim, layer, tbl, p, g, hd);
         vp = kp + (int64_t) block_size * kv_dim;
 
@@ -145,7 +149,7 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
         for (int k = 0; k < LLM_ATT_MAX_D; k++) {
             d = lane + 32 * k;
             if (d < hd) {
-                dot += qv[k] * kp[d];
+                dot += qv[k] * llm_kv_get(kp + d);
             }
         }
 
@@ -170,7 +174,7 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
         for (int k = 0; k < LLM_ATT_MAX_D; k++) {
             d = lane + 32 * k;
             if (d < hd) {
-                acc[k] += e * vp[d];
+                acc[k] += e * llm_kv_get(vp + d);
             }
         }
     }
@@ -255,9 +259,10 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
  * values of its dims.  Shared: Q (QTILE, hd), K (TK, hd + 1: rows read
  * down a column by the lanes, padded off one bank), V (TK, hd).
  */
+template <typename KV>
 static __global__ void
-llm_att_prefill_kernel(float *out, const float *q, const float *kv,
-    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
+llm_att_prefill_kernel(float *out, const float *q, const KV *kv,
+    int64_t block_elems, int64_t layer_elems, int block_size, int kv_dim,
     int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
     const int32_t *seg, const int32_t *bt, int bt_stride,
     const int32_t *tiles)
@@ -270,7 +275,7 @@ llm_att_prefill_kernel(float *out, const float *q, const float *kv,
     float           l[LLM_CUDA_QTILE / LLM_ATT_WARPS];
     float           acc[LLM_CUDA_QTILE / LLM_ATT_WARPS][LLM_ATT_MAX_D];
     float           sc, mx, mnew, corr, pe, scale, *qs, *ks, *vs;
-    const float    *kp;
+    const KV       *kp;
     const int32_t  *tbl;
 
     t0 = tiles[2 * blockIdx.x];
@@ -314,10 +319,11 @@ llm_att_prefill_kernel(float *out, const float *q, const float *kv,
         for (int i = threadIdx.x; i < n_k * hd; i += blockDim.x) {
             j = i / hd;
             d = i % hd;
-            kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+            kp = llm_att_slot(kv, block_elems, layer_elems, block_size,
                               kv_dim, layer, tbl, kv0 + j, g, hd);
-            ks[j * (hd + 1) + d] = kp[d];
-            vs[j * hd + d] = kp[(int64_t) block_size * kv_dim + d];
+            ks[j * (hd + 1) + d] = llm_kv_get(kp + d);
+            vs[j * hd + d] = llm_kv_get(kp + (int64_t) block_size * kv_dim
+                                        + d);
         }
 
         __syncthreads();
@@ -424,11 +430,23 @@ llm_cuda_attention_decode(float *out, const float *q,
         return LLM_CUDA_FAILED;
     }
 
-    llm_att_decode_kernel<<<dim3(n_head, st->n_tok, n_split),
-                            32 * LLM_ATT_WARPS, 0, s>>>(
-        out, partial, arrived, q, kv->data, kv->block_floats,
-        kv->layer_floats, kv->block_size, kv->kv_dim, layer, n_head,
-        n_head_kv, hd, st->pos, st->seg, st->bt, st->bt_stride, n_split);
+    if (kv->f16) {
+        llm_att_decode_kernel<__half><<<dim3(n_head, st->n_tok, n_split),
+                                        32 * LLM_ATT_WARPS, 0, s>>>(
+            out, partial, arrived, q, (const __half *) kv->data,
+            kv->block_elems, kv->layer_elems, kv->block_size, kv->kv_dim,
+            layer, n_head, n_head_kv, hd, st->pos, st->seg, st->bt,
+            st->bt_stride, n_split);
+
+    } else {
+        llm_att_decode_kernel<float><<<dim3(n_head, st->n_tok, n_split),
+                                       32 * LLM_ATT_WARPS, 0, s>>>(
+            out, partial, arrived, q, (const float *) kv->data,
+            kv->block_elems, kv->layer_elems, kv->block_size, kv->kv_dim,
+            layer, n_head, n_head_kv, hd, st->pos, st->seg, st->bt,
+            st->bt_stride, n_split);
+    }
+
     LLM_CUDA_LAUNCHED(s);
 
     return 0;
@@ -467,9 +485,38 @@ llm_att_tc_smem(int hd)
 }
 
 
+/* 4 elements of K or V into 4 halves of shared memory (both 8-byte
+ * aligned), or zeros */
+static __device__ __forceinline__ void
+llm_att_tc_put4(__half *s, const float *p)
+{
+    float4  v = *(const float4 *) p;
+
+    s[0] = __float2half_rn(v.x);
+    s[1] = __float2half_rn(v.y);
+    s[2] = __float2half_rn(v.z);
+    s[3] = __float2half_rn(v.w);
+}
+
+static __device__ __forceinline__ void
+llm_att_tc_put4(__half *s, const __half *p)
+{
+    *(uint2 *) s = *(const uint2 *) p;
+}
+
+static __device__ __forceinline__ void
+llm_att_tc_zero4(__half *s)
+{
+    for (int i = 0; i < 4; i++) {
+        s[i] = __float2half_rn(0.0f);
+    }
+}
+
+
+template <typename KV>
 static __global__ void __launch_bounds__(32 * LLM_ATT_WARPS)
-llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
-    int64_t block_floats, int64_t layer_floats, int block_size, int kv_dim,
+llm_att_prefill_tc_kernel(float *out, const float *q, const KV *kv,
+    int64_t block_elems, int64_t layer_elems, int block_size, int kv_dim,
     int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,
     const int32_t *seg, const int32_t *bt, int bt_stride,
     const int32_t *tiles)
@@ -481,11 +528,10 @@ llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
     int             t0, nt, h, g, lane, warp, p_first, p_last, n_k, lq, lo,
                     r, j, d, w0, pr, c0;
     float           scale, mx, m_old, m_new, corr, sum, pe, sv;
-    float4          k4, v4;
     __half          ph;
     __half         *qs, *ks, *vs, *ps;
     float          *ss, *os, *ms, *ls;
-    const float    *kp;
+    const KV       *kp;
     const int32_t  *tbl;
 
     wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major>  fa;
@@ -538,7 +584,7 @@ llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
 
         __syncthreads();
 
-        /* 4 floats a thread; positions past n_k zeros (P is 0 there,
+        /* 4 elements a thread; positions past n_k zeros (P is 0 there,
          * and 0 times garbage may be NaN) */
         for (int i = threadIdx.x; i < LLM_ATT_TC_KT * (hd / 4);
              i += blockDim.x)
@@ -546,25 +592,17 @@ llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
             j = i / (hd / 4);
             d = (i % (hd / 4)) * 4;
 
-            k4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            v4 = k4;
-
             if (j < n_k) {
-                kp = llm_att_slot(kv, block_floats, layer_floats, block_size,
+                kp = llm_att_slot(kv, block_elems, layer_elems, block_size,
                                   kv_dim, layer, tbl, kv0 + j, g, hd);
-                k4 = *(const float4 *) (kp + d);
-                v4 = *(const float4 *) (kp + (int64_t) block_size * kv_dim
-                                        + d);
-            }
+                llm_att_tc_put4(ks + j * lq + d, kp + d);
+                llm_att_tc_put4(vs + j * lq + d,
+                                kp + (int64_t) block_size * kv_dim + d);
 
-            ks[j * lq + d] = __float2half_rn(k4.x);
-            ks[j * lq + d + 1] = __float2half_rn(k4.y);
-            ks[j * lq + d + 2] = __float2half_rn(k4.z);
-            ks[j * lq + d + 3] = __float2half_rn(k4.w);
-            vs[j * lq + d] = __float2half_rn(v4.x);
-            vs[j * lq + d + 1] = __float2half_rn(v4.y);
-            vs[j * lq + d + 2] = __float2half_rn(v4.z);
-            vs[j * lq + d + 3] = __float2half_rn(v4.w);
+            } else {
+                llm_att_tc_zero4(ks + j * lq + d);
+                llm_att_tc_zero4(vs + j * lq + d);
+            }
         }
 
         __syncthreads();
@@ -671,39 +709,31 @@ llm_att_prefill_tc_kernel(float *out, const float *q, const float *kv,
 }
 
 
-extern "C" int
-llm_cuda_attention_prefill(float *out, const float *q,
-    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
-    const llm_cuda_step_t *st, int f16, llm_stream_t stream)
+/*
+ * Prefill with the cache's element type: on the tensor cores where f16
+ * is allowed and the device has the shared memory (an attribute of the
+ * host's, set every time; a refusal is not sticky), else on the CUDA
+ * cores.
+ */
+template <typename KV>
+static int
+llm_att_prefill_run(float *out, const float *q, const KV *data,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int n_head_kv, int hd,
+    const llm_cuda_step_t *st, int f16, cudaStream_t s)
 {
-    int           n_head_kv;
-    size_t        smem;
-    cudaStream_t  s = (cudaStream_t) stream;
+    size_t  smem;
 
-    n_head_kv = kv->kv_dim / (hd > 0 ? hd : 1);
-
-    if (st->n_tiles <= 0) {
-        return 0;
-    }
-
-    if (llm_att_check(n_head, n_head_kv, hd) != 0 || n_head > 65535) {
-        return LLM_CUDA_FAILED;
-    }
-
-    /* the tensor cores where f16 is allowed and the device has the
-     * shared memory (it is an attribute of the host's, set every time;
-     * a refusal is not sticky) */
     if (f16 && hd % 16 == 0 && st->n_tiles_tc > 0) {
         smem = llm_att_tc_smem(hd);
 
-        if (cudaFuncSetAttribute(llm_att_prefill_tc_kernel,
+        if (cudaFuncSetAttribute(llm_att_prefill_tc_kernel<KV>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int) smem)
             == cudaSuccess)
         {
-            llm_att_prefill_tc_kernel<<<dim3(st->n_tiles_tc, n_head),
-                                        32 * LLM_ATT_WARPS, smem, s>>>(
-                out, q, kv->data, kv->block_floats, kv->layer_floats,
+            llm_att_prefill_tc_kernel<KV><<<dim3(st->n_tiles_tc, n_head),
+                                            32 * LLM_ATT_WARPS, smem, s>>>(
+                out, q, data, kv->block_elems, kv->layer_elems,
                 kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd,
                 st->pos, st->seg, st->bt, st->bt_stride, st->tiles_tc);
             LLM_CUDA_LAUNCHED(s);
@@ -718,19 +748,45 @@ llm_cuda_attention_prefill(float *out, const float *q,
                      + LLM_ATT_TK * hd) * sizeof(float);
 
     if (smem > 48 * 1024) {
-        /* beyond the default, per device: set it every time, it is a
-         * host-side attribute, not work on the stream */
         LLM_CUDA_CHECK(cudaFuncSetAttribute(
-            llm_att_prefill_kernel,
+            llm_att_prefill_kernel<KV>,
             cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem));
     }
 
-    llm_att_prefill_kernel<<<dim3(st->n_tiles, n_head), 32 * LLM_ATT_WARPS,
-                             smem, s>>>(
-        out, q, kv->data, kv->block_floats, kv->layer_floats,
-        kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos,
-        st->seg, st->bt, st->bt_stride, st->tiles);
+    llm_att_prefill_kernel<KV><<<dim3(st->n_tiles, n_head),
+                                 32 * LLM_ATT_WARPS, smem, s>>>(
+        out, q, data, kv->block_elems, kv->layer_elems, kv->block_size,
+        kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos, st->seg, st->bt,
+        st->bt_stride, st->tiles);
     LLM_CUDA_LAUNCHED(s);
 
     return 0;
+}
+
+
+extern "C" int
+llm_cuda_attention_prefill(float *out, const float *q,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
+    const llm_cuda_step_t *st, int f16, llm_stream_t stream)
+{
+    int           n_head_kv;
+    cudaStream_t  s = (cudaStream_t) stream;
+
+    n_head_kv = kv->kv_dim / (hd > 0 ? hd : 1);
+
+    if (st->n_tiles <= 0) {
+        return 0;
+    }
+
+    if (llm_att_check(n_head, n_head_kv, hd) != 0 || n_head > 65535) {
+        return LLM_CUDA_FAILED;
+    }
+
+    if (kv->f16) {
+        return llm_att_prefill_run(out, q, (const __half *) kv->data, kv,
+                                   layer, n_head, n_head_kv, hd, st, f16, s);
+    }
+
+    return llm_att_prefill_run(out, q, (const float *) kv->data, kv, layer,
+                               n_head, n_head_kv, hd, st, f16, s);
 }

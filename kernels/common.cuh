@@ -94,6 +94,32 @@ int llm_cuda_sync_debug(void);
 #define LLM_WARP  32
 
 
+/* a KV cache's elements (llm_cuda_kv_t): f32, or f16 */
+static __device__ __forceinline__ float
+llm_kv_get(const float *p)
+{
+    return *p;
+}
+
+static __device__ __forceinline__ float
+llm_kv_get(const __half *p)
+{
+    return __half2float(*p);
+}
+
+static __device__ __forceinline__ void
+llm_kv_put(float *p, float v)
+{
+    *p = v;
+}
+
+static __device__ __forceinline__ void
+llm_kv_put(__half *p, float v)
+{
+    *p = __float2half_rn(v);
+}
+
+
 /* sum over the 32 lanes of a warp; every lane gets it */
 static __device__ __forceinline__ float
 llm_warp_sum(float v)

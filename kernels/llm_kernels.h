@@ -64,12 +64,13 @@ typedef struct {
 
 /* one share of a paged KV cache (llm_kv_buf_t) */
 typedef struct {
-    float           *data;          /* (n_blocks, n_layer, 2, block_size,
-                                     * kv_dim) f32 */
+    void            *data;          /* (n_blocks, n_layer, 2, block_size,
+                                     * kv_dim) f32, or f16 with f16 */
+    int              f16;
     int              block_size;
     int              kv_dim;
-    int64_t          layer_floats;
-    int64_t          block_floats;
+    int64_t          layer_elems;
+    int64_t          block_elems;
 } llm_cuda_kv_t;
 
 

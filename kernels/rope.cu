@@ -101,22 +101,24 @@ llm_rope_kernel(float *x, int n_heads, int head_dim, int n_rot, int neox,
  * llm_rope_kernel on q (T, n_heads * head_dim) and k (T, n_heads_kv *
  * head_dim), in place, then kv_store.cu's store of k and v into layer's
  * slot of each token's position: block bt[seg[t]][pos / block_size],
- * slot pos % block_size, of (n_layer, 2, block_size, kv_dim) f32 blocks,
- * kv_dim = n_heads_kv * head_dim.  A pair of k is stored from the
+ * slot pos % block_size, of (n_layer, 2, block_size, kv_dim) blocks of
+ * KV (f32 or f16), kv_dim = n_heads_kv * head_dim.  A pair of k is stored from the
  * registers it was rotated in, the rest of k and all of v copied.  One
  * block of 128 threads per token: threads over the pairs of q's heads
  * then k's, then over kv_dim; 64-bit offsets.
  */
+template <typename KV>
 static __global__ void
 llm_rope_store_kernel(float *q, float *k, const float *v, int n_heads,
     int n_heads_kv, int head_dim, int n_rot, int neox, const float *cs,
-    float *kv, int block_size, int64_t layer_floats, int64_t block_floats,
+    KV *kv, int block_size, int64_t layer_elems, int64_t block_elems,
     int layer, const int32_t *pos, const int32_t *seg, const int32_t *bt,
     int bt_stride)
 {
     int           t, half, kv_dim, h, i, a, b, pt;
     int64_t       blk;
-    float         x0, x1, y0, y1, c, s, *p, *kc, *vc;
+    float         x0, x1, y0, y1, c, s, *p;
+    KV           *kc, *vc;
     const float  *ct, *vt;
 
     t = blockIdx.x;
@@ -127,7 +129,7 @@ llm_rope_store_kernel(float *q, float *k, const float *v, int n_heads,
     pt = pos[t];
     blk = bt[(int64_t) seg[t] * bt_stride + pt / block_size];
 
-    kc = kv + blk * block_floats + (int64_t) layer * layer_floats
+    kc = kv + blk * block_elems + (int64_t) layer * layer_elems
          + (int64_t) (pt % block_size) * kv_dim;
     vc = kc + (int64_t) block_size * kv_dim;
 
@@ -155,8 +157,8 @@ llm_rope_store_kernel(float *q, float *k, const float *v, int n_heads,
 
         if (h >= n_heads) {
             h -= n_heads;
-            kc[h * head_dim + a] = y0;
-            kc[h * head_dim + b] = y1;
+            llm_kv_put(kc + h * head_dim + a, y0);
+            llm_kv_put(kc + h * head_dim + b, y1);
         }
     }
 
@@ -165,10 +167,10 @@ llm_rope_store_kernel(float *q, float *k, const float *v, int n_heads,
 
     for (int j = threadIdx.x; j < kv_dim; j += blockDim.x) {
         if (j % head_dim >= n_rot) {
-            kc[j] = p[j];
+            llm_kv_put(kc + j, p[j]);
         }
 
-        vc[j] = vt[j];
+        llm_kv_put(vc + j, vt[j]);
     }
 }
 
@@ -230,16 +232,19 @@ llm_cuda_rope_store(float *q, float *k, const float *v, int n_heads,
         return LLM_CUDA_FAILED;
     }
 
-    llm_rope_store_kernel<<<st->n_tok, 128, 0, s>>>(q, k, v, n_heads,
-                                                     n_heads_kv, head_dim,
-                                                     n_rot, neox, cs,
-                                                     kv->data,
-                                                     kv->block_size,
-                                                     kv->layer_floats,
-                                                     kv->block_floats,
-                                                     layer, st->pos,
-                                                     st->seg, st->bt,
-                                                     st->bt_stride);
+    if (kv->f16) {
+        llm_rope_store_kernel<__half><<<st->n_tok, 128, 0, s>>>(
+            q, k, v, n_heads, n_heads_kv, head_dim, n_rot, neox, cs,
+            (__half *) kv->data, kv->block_size, kv->layer_elems,
+            kv->block_elems, layer, st->pos, st->seg, st->bt, st->bt_stride);
+
+    } else {
+        llm_rope_store_kernel<float><<<st->n_tok, 128, 0, s>>>(
+            q, k, v, n_heads, n_heads_kv, head_dim, n_rot, neox, cs,
+            (float *) kv->data, kv->block_size, kv->layer_elems,
+            kv->block_elems, layer, st->pos, st->seg, st->bt, st->bt_stride);
+    }
+
     LLM_CUDA_LAUNCHED(s);
 
     return 0;
