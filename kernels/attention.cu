@@ -20,6 +20,8 @@
 
 #define LLM_ATT_MAX_D    8              /* dims per lane: hd <= 256 */
 #define LLM_ATT_WARPS    4
+#define LLM_ATT_UNROLL   4              /* decode: positions a warp takes
+                                         * at once */
 #define LLM_ATT_TK       32             /* prefill: positions per K/V
                                          * tile, a lane each */
 
@@ -86,9 +88,11 @@ llm_att_combine(float *out, const float *partial, int t, int h, int n_head,
  * Decode, split over the sequence (flash-decoding): grid (n_head, T,
  * n_split), 4 warps a block.  Block (h, t, s) covers positions
  * [s * CHUNK, (s + 1) * CHUNK) of token t's 0..pos[t]; its warps take
- * every fourth position, each keeping a running max m, sum l and
- * weighted values acc, merged at the end into partial (T, n_head,
- * n_split, hd + 2) f32: m, l, acc[hd].  A split past the sequence's end
+ * UNROLL consecutive positions at a time (their loads and sums
+ * independent, so that a warp waits on memory once per UNROLL
+ * positions, not once per position), every fourth such run, each warp
+ * keeping a running max m, sum l and weighted values acc, merged at the
+ * end into partial (T, n_head, n_split, hd + 2) f32: m, l, acc[hd].  A split past the sequence's end
  * writes m = -inf, l = 0.  The block that finds itself the last of its
  * (token, head) to finish, counting in arrived (T, n_head), merges the
  * splits into att: one launch, where a separate merge took two.
@@ -108,10 +112,10 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
 
     int             h, t, s, g, lane, warp, n_pos, p0, p1, d;
     float           qv[LLM_ATT_MAX_D], acc[LLM_ATT_MAX_D];
-    float           m, l, dot, corr, e, scale, f, mm, ll;
+    float           m, l, corr, scale, f, mm, ll;
     float          *out;
     const float    *qp;
-    const KV       *kp, *vp;
+    const KV       *vp;
     const int32_t  *tbl;
 
     h = blockIdx.x;
@@ -138,25 +142,42 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
     m = -INFINITY;
     l = 0.0f;
 
-    for (int p = p0 + warp; p < p1; p += LLM_ATT_WARPS) {
-        kp = llm_att_slot(kv, block_elems, layer_elems, block_size,
-                          kv_dim, layer, tbl, p, g, hd);
-        vp = kp + (int64_t) block_size * kv_dim;
+    for (int p = p0 + warp * LLM_ATT_UNROLL; p < p1;
+         p += LLM_ATT_WARPS * LLM_ATT_UNROLL)
+    {
+        const KV  *kps[LLM_ATT_UNROLL];
+        float      dots[LLM_ATT_UNROLL], es[LLM_ATT_UNROLL], mx;
+        int        nv;
 
-        dot = 0.0f;
+        /* runs past p1 read position p1 - 1 again, weighted 0 */
+        nv = min(LLM_ATT_UNROLL, p1 - p);
 
 #pragma unroll
-        for (int k = 0; k < LLM_ATT_MAX_D; k++) {
-            d = lane + 32 * k;
-            if (d < hd) {
-                dot += qv[k] * llm_kv_get(kp + d);
+        for (int u = 0; u < LLM_ATT_UNROLL; u++) {
+            kps[u] = llm_att_slot(kv, block_elems, layer_elems, block_size,
+                                  kv_dim, layer, tbl, min(p + u, p1 - 1), g,
+                                  hd);
+            dots[u] = 0.0f;
+
+#pragma unroll
+            for (int k = 0; k < LLM_ATT_MAX_D; k++) {
+                d = lane + 32 * k;
+                if (d < hd) {
+                    dots[u] += qv[k] * llm_kv_get(kps[u] + d);
+                }
             }
         }
 
-        dot = llm_warp_sum(dot);
+        mx = -INFINITY;
 
-        if (dot > m) {
-            corr = expf(m - dot);       /* 0 while m is -inf */
+#pragma unroll
+        for (int u = 0; u < LLM_ATT_UNROLL; u++) {
+            dots[u] = llm_warp_sum(dots[u]);
+            mx = u < nv ? fmaxf(mx, dots[u]) : mx;
+        }
+
+        if (mx > m) {
+            corr = expf(m - mx);        /* 0 while m is -inf */
             l *= corr;
 
 #pragma unroll
@@ -164,17 +185,24 @@ llm_att_decode_kernel(float *att, float *partial, unsigned int *arrived,
                 acc[k] *= corr;
             }
 
-            m = dot;
+            m = mx;
         }
 
-        e = expf(dot - m);
-        l += e;
+#pragma unroll
+        for (int u = 0; u < LLM_ATT_UNROLL; u++) {
+            es[u] = u < nv ? expf(dots[u] - m) : 0.0f;
+            l += es[u];
+        }
 
 #pragma unroll
         for (int k = 0; k < LLM_ATT_MAX_D; k++) {
             d = lane + 32 * k;
             if (d < hd) {
-                acc[k] += e * llm_kv_get(vp + d);
+#pragma unroll
+                for (int u = 0; u < LLM_ATT_UNROLL; u++) {
+                    vp = kps[u] + (int64_t) block_size * kv_dim;
+                    acc[k] += es[u] * llm_kv_get(vp + d);
+                }
             }
         }
     }
@@ -514,7 +542,7 @@ llm_att_tc_zero4(__half *s)
 
 
 template <typename KV>
-static __global__ void __launch_bounds__(32 * LLM_ATT_WARPS)
+static __global__ void __launch_bounds__(32 * LLM_ATT_WARPS, 2)
 llm_att_prefill_tc_kernel(float *out, const float *q, const KV *kv,
     int64_t block_elems, int64_t layer_elems, int block_size, int kv_dim,
     int layer, int n_head, int n_head_kv, int hd, const int32_t *pos,

@@ -76,7 +76,9 @@ typedef struct {
 
 #define LLM_CUDA_QTILE       16     /* query tokens per prefill tile */
 #define LLM_CUDA_QTILE_TC    64     /* the same, on the tensor cores */
-#define LLM_CUDA_ATT_CHUNK   256    /* positions per decode split */
+#define LLM_CUDA_ATT_CHUNK   64     /* positions per decode split:
+                                     * blocks enough to fill a GPU for
+                                     * one short sequence */
 #define LLM_CUDA_GEMV_MAX    8      /* tokens the GEMV kernels take */
 #define LLM_CUDA_TOPK_MAX    1024
 

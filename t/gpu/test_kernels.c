@@ -1069,11 +1069,11 @@ test_embed_matmul(uint32_t type, int cols)
  * KV stores and attention over a pool of 128 blocks of 16 positions,
  * filled with random keys and values, for a step of test_step(): the
  * prefill kernel (tiles of queries), or the decode kernel (positions
- * split in chunks of 256, here up to 3 of them).  With f16, the GPU's
- * pool is f16 and the backend is told that attention may round to f16
- * (llm_reserve_t): the stores must leave the CPU's values rounded, the
- * CUDA-core kernels must compute the CPU's attention over the rounded
- * pool (1e-4), and prefill heads of a multiple of 16 dims go to the
+ * split in chunks of LLM_CUDA_ATT_CHUNK, here up to 10 of them).  With
+ * f16, the GPU's pool is f16 and the backend is told that attention may
+ * round to f16 (llm_reserve_t): the stores must leave the CPU's values
+ * rounded, the CUDA-core kernels must compute the CPU's attention over
+ * the rounded pool (1e-4), and prefill heads of a multiple of 16 dims go to the
  * tensor cores, which must be within 3e-3 of the CPU's and nearer the
  * CPU's on q and the pool rounded to f16 than on them as they are (the
  * rounding happened: the tensor cores ran).
