@@ -69,6 +69,13 @@ llm_sched_model_init(llm_serve_model_t *m, size_t kv_bytes, int block_size,
         return LLM_ERR;
     }
 
+    /* blocks computed over an f16 cache are not the ones an f32 engine
+     * computes: each precision shares blocks with its own kind, so that
+     * a request's text does not depend on who filled the tier */
+    if (llm_kv_pool_f16(m->pool)) {
+        m->fingerprint = llm_hash_data(m->fingerprint, "kv f16", 6);
+    }
+
     if (llm_kv_alloc_init(&m->alloc, (int) n, block_size, err) != LLM_OK) {
         llm_kv_pool_free(m->pool);
         m->pool = NULL;
