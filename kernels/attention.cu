@@ -437,6 +437,22 @@ llm_att_check(int n_head, int n_head_kv, int hd)
 }
 
 
+/* the decode kernel of the cache's element type */
+template <typename KV>
+static void
+llm_att_decode_run(float *out, const float *q, const KV *data,
+    const llm_cuda_kv_t *kv, int layer, int n_head, int n_head_kv, int hd,
+    const llm_cuda_step_t *st, int n_split, float *partial,
+    unsigned int *arrived, cudaStream_t s)
+{
+    llm_att_decode_kernel<KV><<<dim3(n_head, st->n_tok, n_split),
+                                32 * LLM_ATT_WARPS, 0, s>>>(
+        out, partial, arrived, q, data, kv->block_elems, kv->layer_elems,
+        kv->block_size, kv->kv_dim, layer, n_head, n_head_kv, hd, st->pos,
+        st->seg, st->bt, st->bt_stride, n_split);
+}
+
+
 extern "C" int
 llm_cuda_attention_decode(float *out, const float *q,
     const llm_cuda_kv_t *kv, int layer, int n_head, int hd,
@@ -459,20 +475,13 @@ llm_cuda_attention_decode(float *out, const float *q,
     }
 
     if (kv->f16) {
-        llm_att_decode_kernel<__half><<<dim3(n_head, st->n_tok, n_split),
-                                        32 * LLM_ATT_WARPS, 0, s>>>(
-            out, partial, arrived, q, (const __half *) kv->data,
-            kv->block_elems, kv->layer_elems, kv->block_size, kv->kv_dim,
-            layer, n_head, n_head_kv, hd, st->pos, st->seg, st->bt,
-            st->bt_stride, n_split);
-
+        llm_att_decode_run(out, q, (const __half *) kv->data, kv, layer,
+                           n_head, n_head_kv, hd, st, n_split, partial,
+                           arrived, s);
     } else {
-        llm_att_decode_kernel<float><<<dim3(n_head, st->n_tok, n_split),
-                                       32 * LLM_ATT_WARPS, 0, s>>>(
-            out, partial, arrived, q, (const float *) kv->data,
-            kv->block_elems, kv->layer_elems, kv->block_size, kv->kv_dim,
-            layer, n_head, n_head_kv, hd, st->pos, st->seg, st->bt,
-            st->bt_stride, n_split);
+        llm_att_decode_run(out, q, (const float *) kv->data, kv, layer,
+                           n_head, n_head_kv, hd, st, n_split, partial,
+                           arrived, s);
     }
 
     LLM_CUDA_LAUNCHED(s);

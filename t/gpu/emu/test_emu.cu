@@ -750,8 +750,10 @@ fault_past_end(void)
 }
 
 
+/* k_wmma with threads lanes, a's tile off bytes off alignment: true if
+ * the launch failed */
 static int
-fault_wmma_align(void)
+wmma_fails(int threads, int off)
 {
     float   *c;
     __half  *a, *b;
@@ -759,23 +761,13 @@ fault_wmma_align(void)
     cudaMalloc((void **) &a, 16 * 40 * sizeof(__half));
     cudaMalloc((void **) &b, 16 * 40 * sizeof(__half));
     cudaMalloc((void **) &c, 16 * 20 * sizeof(float));
-    k_wmma<<<1, 32>>>(c, a, b, 8);            /* 16 bytes off */
+    k_wmma<<<1, threads>>>(c, a, b, off / 2);
     return cudaDeviceSynchronize() == cudaErrorLaunchFailure;
 }
 
 
-static int
-fault_wmma_lanes(void)
-{
-    float   *c;
-    __half  *a, *b;
-
-    cudaMalloc((void **) &a, 16 * 40 * sizeof(__half));
-    cudaMalloc((void **) &b, 16 * 40 * sizeof(__half));
-    cudaMalloc((void **) &c, 16 * 20 * sizeof(float));
-    k_wmma<<<1, 16>>>(c, a, b, 0);            /* half a warp */
-    return cudaDeviceSynchronize() == cudaErrorLaunchFailure;
-}
+static int fault_wmma_align(void) { return wmma_fails(32, 16); }
+static int fault_wmma_lanes(void) { return wmma_fails(16, 0); }
 
 
 /* runs f in a child: 1 if it returned true, or was killed by SIGSEGV

@@ -117,21 +117,16 @@ llm_emu_wmma_load(T *x, const P *p, unsigned ldm, bool row)
 }
 
 
-template <typename Layout, typename T, typename P>
+/* matrix_a or matrix_b: the layout is the fragment's */
+template <typename Use, typename Layout, typename T, typename P>
 static inline void
-load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, Layout> &a, const P *p,
+load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout> &f, const P *p,
     unsigned ldm)
 {
-    llm_emu_wmma_load(a.x, p, ldm,
-                      std::is_same<Layout, row_major>::value);
-}
+    static_assert(!std::is_same<Use, accumulator>::value,
+                  "an accumulator's load names its layout");
 
-template <typename Layout, typename T, typename P>
-static inline void
-load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, Layout> &b, const P *p,
-    unsigned ldm)
-{
-    llm_emu_wmma_load(b.x, p, ldm,
+    llm_emu_wmma_load(f.x, p, ldm,
                       std::is_same<Layout, row_major>::value);
 }
 
