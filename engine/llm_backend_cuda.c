@@ -98,6 +98,19 @@ typedef struct {
     int                  pend_n;
     int                  pend_cols;
     uint32_t             pend_type;
+
+    /* an RMSNorm not launched yet, after a residual add a product did:
+     * it joins the products of its output that follow, or is launched
+     * on its own by whatever else comes (llm_cuda_add_rmsnorm_op) */
+    struct {
+        float           *out;
+        float           *x;
+        const float     *w;
+        int64_t          n_rows;
+        int              dim;
+        float            eps;
+        int              on;
+    } norm;
     void                *deq16;         /* LLM_CUDA_DEQ_ELEMS f16 */
     float               *partial;       /* decode attention partials */
     size_t               partial_cap;   /* floats */
@@ -407,12 +420,23 @@ llm_cuda_barrier(llm_cuda_t *c)
 static void
 llm_cuda_flush(llm_cuda_t *c)
 {
-    if (c->pend.n_mats == 0) {
+    if (c->pend.n_mats == 0 && !c->norm.on) {
         return;
     }
 
     /* on its device: the caller may not have selected it yet */
     llm_cuda_failed(c, llm_cuda_use(c));
+
+    if (c->norm.on) {
+        /* no product took it: pend is empty (llm_cuda_defer) */
+        c->norm.on = 0;
+        llm_cuda_failed(c, llm_cuda_rmsnorm(c->norm.out, c->norm.x,
+                                            c->norm.w, c->norm.n_rows,
+                                            c->norm.dim, c->norm.eps,
+                                            llm_cuda_stream(c)));
+        return;
+    }
+
     llm_cuda_failed(c, llm_cuda_gemv_set(&c->pend, c->pend_x, c->pend_n,
                                          c->pend_type, c->pend_cols,
                                          llm_cuda_stream(c)));
@@ -444,6 +468,29 @@ llm_cuda_defer(llm_cuda_t *c, float *out, const float *x, int n,
 
     on = (size_t) n * w->rows * sizeof(float);
     xn = (size_t) n * w->cols * sizeof(float);
+
+    /* a pending norm whose output this product reads: the set computes
+     * it (its output not among the set's outputs, its input not among
+     * anything the set writes); any other product launches it first */
+    if (c->norm.on) {
+        size_t  nn = (size_t) c->norm.n_rows * c->norm.dim * sizeof(float);
+
+        if (x == c->norm.out && n == c->norm.n_rows && w->cols == c->norm.dim
+            && !llm_cuda_overlap(c->norm.out, nn, c->norm.x, nn)
+            && !llm_cuda_overlap(out, on, c->norm.x, nn)
+            && !llm_cuda_overlap(out, on, c->norm.out, nn))
+        {
+            c->norm.on = 0;
+            c->pend.norm_x = c->norm.x;
+            c->pend.norm_w = c->norm.w;
+            c->pend.norm_out = c->norm.out;
+            c->pend.norm_eps = c->norm.eps;
+
+        } else {
+            llm_cuda_flush(c);
+        }
+    }
+
     k = c->pend.n_mats;
 
     if (k > 0
@@ -462,6 +509,13 @@ llm_cuda_defer(llm_cuda_t *c, float *out, const float *x, int n,
             k = 0;
             break;
         }
+    }
+
+    if (k > 0 && c->pend.norm_x != NULL
+        && llm_cuda_overlap(out, on, c->pend.norm_x, xn))
+    {
+        llm_cuda_flush(c);
+        k = 0;
     }
 
     if (llm_cuda_overlap(out, on, x, xn)) {
@@ -1019,12 +1073,46 @@ llm_cuda_rmsnorm_op(llm_backend_t *be, float *out, const float *x,
 }
 
 
+/*
+ * x += y, out = rmsnorm(x) w.  Where y is the one product pending (a
+ * decode step's output projection or down projection), that product
+ * adds itself to x as it writes y, and the norm waits to join the
+ * products of out that follow: two launches a layer fewer.  Otherwise
+ * one kernel does both.
+ */
 static void
 llm_cuda_add_rmsnorm_op(llm_backend_t *be, float *out, float *x,
     const float *y, const float *w, int64_t n_rows, int dim, float eps)
 {
-    llm_cuda_t  *c = llm_cuda_op(be);
+    size_t       xn;
+    llm_cuda_t  *c = be->data;
 
+    xn = (size_t) n_rows * dim * sizeof(float);
+
+    if (c->pend.n_mats == 1 && !c->pend.swiglu && c->pend.norm_x == NULL
+        && c->pend.out[0] == y && c->pend.rows[0] == dim
+        && c->pend_n == n_rows
+        && !llm_cuda_overlap(x, xn, y, xn)
+        && !llm_cuda_overlap(x, xn, c->pend_x,
+                             (size_t) c->pend_n * c->pend_cols
+                             * sizeof(float))
+        && !llm_cuda_overlap(x, xn, w, (size_t) dim * sizeof(float)))
+    {
+        c->pend.resid = x;
+        llm_cuda_failed(c, llm_cuda_use(c));
+        llm_cuda_barrier(c);
+
+        c->norm.out = out;
+        c->norm.x = x;
+        c->norm.w = w;
+        c->norm.n_rows = n_rows;
+        c->norm.dim = dim;
+        c->norm.eps = eps;
+        c->norm.on = 1;
+        return;
+    }
+
+    c = llm_cuda_op(be);
     llm_cuda_failed(c, llm_cuda_add_rmsnorm(out, x, y, w, n_rows, dim, eps,
                                             llm_cuda_stream(c)));
 }

@@ -7,8 +7,10 @@
  * weights decoded to f16 (dequant.cu, llm_backend_cuda.c).
  *
  * One launch computes a set of products of the same input (Q, K and V;
- * gate and up), and may finish gate and up as SwiGLU: a decode step of
- * a small model is bound by its launches as much as by its bytes.
+ * gate and up), and may finish gate and up as SwiGLU, start from the
+ * RMSNorm of its input, or add a lone product to the residual: a decode
+ * step of a small model is bound by its launches as much as by its
+ * bytes.
  * Quantized weights are decoded a 32-value chunk per lane; F32, F16 and
  * BF16 ones are read 16 bytes a lane, coalesced, and take the f32
  * activations as they are (no conversion kernel, no cuBLAS launch).
@@ -29,11 +31,15 @@
 /*
  * acc[t] += this lane's part of row . x[t] for the n tokens, W of a
  * quantized type: lane l decodes chunks l, l + 32, ... and multiplies
- * each with the tokens' inputs.
+ * each with the tokens' inputs.  NORM: x[t] is the norm's input, each
+ * element taken times scale[t] times nw, as the rmsnorm kernel writes
+ * it.
  */
+template <bool NORM>
 static __device__ __forceinline__ void
-llm_gemv_acc_q(float *acc, const float *x, int n, const uint8_t *row,
-    uint32_t type, int cols, int lane)
+llm_gemv_acc_q(float *acc, const float *x, const float *scale,
+    const float *nw, int n, const uint8_t *row, uint32_t type, int cols,
+    int lane)
 {
     float         v[32], s;
     const float  *xp;
@@ -49,7 +55,8 @@ llm_gemv_acc_q(float *acc, const float *x, int n, const uint8_t *row,
 
 #pragma unroll
                 for (int i = 0; i < 32; i++) {
-                    s += v[i] * xp[i];
+                    s += v[i] * (NORM ? xp[i] * scale[t] * nw[c * 32 + i]
+                                      : xp[i]);
                 }
 
                 acc[t] += s;
@@ -63,11 +70,13 @@ llm_gemv_acc_q(float *acc, const float *x, int n, const uint8_t *row,
  * The same for F32, F16 or BF16 W, rows 16-byte aligned: lane l reads
  * the 16 bytes at 16 l + 512 k of the row, each x element rounded as the
  * CPU rounds activations for these weights (f16 or bf16; f32 not at
- * all), x through the read-only cache.
+ * all), x through the read-only cache; NORM as llm_gemv_acc_q.
  */
+template <bool NORM>
 static __device__ __forceinline__ void
-llm_gemv_acc_plain(float *acc, const float *x, int n, const uint8_t *row,
-    uint32_t type, int cols, int lane)
+llm_gemv_acc_plain(float *acc, const float *x, const float *scale,
+    const float *nw, int n, const uint8_t *row, uint32_t type, int cols,
+    int lane)
 {
     int    per;
     float  wv[8], s, xv;
@@ -112,6 +121,10 @@ llm_gemv_acc_plain(float *acc, const float *x, int n, const uint8_t *row,
                 for (int i = 0; i < per; i++) {
                     xv = __ldg(xp + i);
 
+                    if (NORM) {
+                        xv = xv * scale[t] * __ldg(nw + c + i);
+                    }
+
                     if (type == LLM_KT_F16) {
                         xv = __half2float(__float2half_rn(xv));
                     } else if (type == LLM_KT_BF16) {
@@ -135,16 +148,55 @@ llm_gemv_acc_plain(float *acc, const float *x, int n, const uint8_t *row,
  * computes both of its row and writes up to out[1] and silu(gate) * up
  * to out[0], as llm_cuda_silu_mul would.
  */
-template <bool PLAIN>
+template <bool PLAIN, bool NORM>
 static __global__ void
 llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
     uint32_t type, int cols)
 {
+    __shared__ float  scratch[32];
+
     int             lane, m, nm, rows_m;
     float           acc[LLM_CUDA_GEMV_MAX], acc2[LLM_CUDA_GEMV_MAX], s, u;
+    float           scale[LLM_CUDA_GEMV_MAX], ss, v;
     float          *out_m;
     int64_t         r;
     const uint8_t  *w0, *w1;
+
+    /* the norm first, by every thread of the block: each token's scale
+     * as llm_rmsnorm_kernel sums it (the same order where the block is
+     * as wide as its), and its output written once */
+    if (NORM) {
+        x = set.norm_x;
+
+#pragma unroll
+        for (int t = 0; t < LLM_CUDA_GEMV_MAX; t++) {
+            scale[t] = 0.0f;
+
+            if (t < n) {
+                ss = 0.0f;
+                for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+                    v = x[(int64_t) t * cols + i];
+                    ss += v * v;
+                }
+
+                ss = llm_block_sum(ss, scratch);
+                scale[t] = 1.0f / sqrtf(ss / (float) cols + set.norm_eps);
+            }
+        }
+
+        if (blockIdx.x == 0) {
+#pragma unroll
+            for (int t = 0; t < LLM_CUDA_GEMV_MAX; t++) {
+                if (t < n) {
+                    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+                        set.norm_out[(int64_t) t * cols + i] =
+                            x[(int64_t) t * cols + i] * scale[t]
+                            * set.norm_w[i];
+                    }
+                }
+            }
+        }
+    }
 
     lane = threadIdx.x % 32;
     r = (int64_t) blockIdx.x * (PLAIN ? LLM_GEMV_PLAIN_ROWS : LLM_GEMV_ROWS)
@@ -186,16 +238,20 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
     }
 
     if (PLAIN) {
-        llm_gemv_acc_plain(acc, x, n, w0, type, cols, lane);
+        llm_gemv_acc_plain<NORM>(acc, x, scale, set.norm_w, n, w0, type,
+                                 cols, lane);
     } else {
-        llm_gemv_acc_q(acc, x, n, w0, type, cols, lane);
+        llm_gemv_acc_q<NORM>(acc, x, scale, set.norm_w, n, w0, type, cols,
+                             lane);
     }
 
     if (set.swiglu) {
         if (PLAIN) {
-            llm_gemv_acc_plain(acc2, x, n, w1, type, cols, lane);
+            llm_gemv_acc_plain<NORM>(acc2, x, scale, set.norm_w, n, w1,
+                                     type, cols, lane);
         } else {
-            llm_gemv_acc_q(acc2, x, n, w1, type, cols, lane);
+            llm_gemv_acc_q<NORM>(acc2, x, scale, set.norm_w, n, w1, type,
+                                 cols, lane);
         }
     }
 
@@ -215,6 +271,10 @@ llm_gemv_set_kernel(llm_cuda_gemv_set_t set, const float *x, int n,
 
             } else if (lane == 0) {
                 out_m[(int64_t) t * rows_m + r] = s;
+
+                if (set.resid != NULL) {
+                    set.resid[(int64_t) t * rows_m + r] += s;
+                }
             }
         }
     }
@@ -230,6 +290,23 @@ llm_cuda_gemv_ok(uint32_t type, int cols, size_t row_bytes, const void *w)
 
     return row_bytes % 16 == 0 && (uintptr_t) w % 16 == 0
            && cols % (type == LLM_KT_F32 ? 4 : 8) == 0;
+}
+
+
+template <bool NORM>
+static void
+llm_gemv_set_launch(const llm_cuda_gemv_set_t *set, const float *x, int n,
+    uint32_t type, int cols, int plain, int64_t rows, cudaStream_t s)
+{
+    if (plain) {
+        llm_gemv_set_kernel<true, NORM>
+            <<<llm_grid(rows, LLM_GEMV_PLAIN_ROWS), 32 * LLM_GEMV_PLAIN_ROWS,
+               0, s>>>(*set, x, n, type, cols);
+    } else {
+        llm_gemv_set_kernel<false, NORM>
+            <<<llm_grid(rows, LLM_GEMV_ROWS), 32 * LLM_GEMV_ROWS, 0, s>>>(
+            *set, x, n, type, cols);
+    }
 }
 
 
@@ -249,7 +326,10 @@ llm_cuda_gemv_set(const llm_cuda_gemv_set_t *set, const float *x, int n,
     ok = n <= LLM_CUDA_GEMV_MAX && set->n_mats >= 1
          && set->n_mats <= LLM_CUDA_GEMV_SET
          && (!set->swiglu || (set->n_mats == 2
-                              && set->rows[0] == set->rows[1]));
+                              && set->rows[0] == set->rows[1]))
+         && (set->resid == NULL || (set->n_mats == 1 && !set->swiglu))
+         && (set->norm_x == NULL
+             || (set->norm_w != NULL && set->norm_out != NULL));
 
     rows = 0;
     for (int m = 0; ok && m < set->n_mats; m++) {
@@ -264,14 +344,10 @@ llm_cuda_gemv_set(const llm_cuda_gemv_set_t *set, const float *x, int n,
         return LLM_CUDA_FAILED;
     }
 
-    if (plain) {
-        llm_gemv_set_kernel<true><<<llm_grid(rows, LLM_GEMV_PLAIN_ROWS),
-                                    32 * LLM_GEMV_PLAIN_ROWS, 0, s>>>(
-            *set, x, n, type, cols);
+    if (set->norm_x != NULL) {
+        llm_gemv_set_launch<true>(set, x, n, type, cols, plain, rows, s);
     } else {
-        llm_gemv_set_kernel<false><<<llm_grid(rows, LLM_GEMV_ROWS),
-                                     32 * LLM_GEMV_ROWS, 0, s>>>(
-            *set, x, n, type, cols);
+        llm_gemv_set_launch<false>(set, x, n, type, cols, plain, rows, s);
     }
 
     LLM_CUDA_LAUNCHED(s);

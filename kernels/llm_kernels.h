@@ -167,10 +167,18 @@ int llm_cuda_gemv(float *out, const float *x, int n, const void *w,
 int llm_cuda_gemv_ok(uint32_t type, int cols, size_t row_bytes,
     const void *w);
 
-/* up to LLM_CUDA_GEMV_SET products of one x by matrices of one type and
+/*
+ * Up to LLM_CUDA_GEMV_SET products of one x by matrices of one type and
  * width, in one launch; swiglu: two of the same rows, gate and up, and
- * out[0] becomes silu(gate) * up (out[1] still gets up).  CPU twins:
- * llm_matmul, silu_mul */
+ * out[0] becomes silu(gate) * up (out[1] still gets up).  With resid
+ * (one product, not swiglu): resid (n, rows) += out as well, the
+ * residual add of the add_rmsnorm that follows.  With norm_x: x is
+ * norm_x (n, cols) RMS-normalized with norm_w, computed by each block
+ * as llm_cuda_rmsnorm computes it, and written to norm_out by the
+ * first block (the launch of the rmsnorm before the products saved);
+ * norm_out may not overlap norm_x.  CPU twins: llm_matmul, silu_mul,
+ * rmsnorm
+ */
 #define LLM_CUDA_GEMV_SET  3
 
 typedef struct {
@@ -180,6 +188,11 @@ typedef struct {
     size_t           row_bytes[LLM_CUDA_GEMV_SET];
     int              n_mats;
     int              swiglu;
+    float           *resid;
+    const float     *norm_x;
+    const float     *norm_w;
+    float           *norm_out;
+    float            norm_eps;
 } llm_cuda_gemv_set_t;
 
 int llm_cuda_gemv_set(const llm_cuda_gemv_set_t *set, const float *x,

@@ -74,6 +74,7 @@ static void test_rope(void);
 static void test_rope_store(int n_head, int n_head_kv, int hd, int n_rot,
     int neox, int decode, int f16);
 static void test_products(uint32_t type);
+static void test_fused_norm(uint32_t type);
 static void pool_geometry(llm_kv_buf_t *kv, int kv_dim, int f16);
 static void *pool_to_dev(llm_backend_t *be, const llm_kv_buf_t *kv,
     const float *pool, size_t n);
@@ -149,6 +150,8 @@ main(void)
         test_products(LLM_TYPE_F16);
         test_products(LLM_TYPE_Q4_0);
         test_products(LLM_TYPE_Q6_K);
+        test_fused_norm(LLM_TYPE_F16);
+        test_fused_norm(LLM_TYPE_Q4_0);
     }
 
     for (int f16 = 0; f16 < 2; f16++) {
@@ -235,6 +238,131 @@ mat_both(llm_mat_t *cm, llm_mat_t *gm, uint32_t type, int rows, int cols)
 
     free(wf);
     mat_host[n_mat_host++] = wq;
+}
+
+
+/*
+ * A layer's two halves as it issues them: a product y (the output or
+ * down projection), x += y with the RMSNorm of x (add_rmsnorm), then
+ * the products of the norm: Q and K; gate, up and SwiGLU.  On the GPU
+ * the first product adds itself to x and the norm runs inside the
+ * launch of the next products.  Each result must be that of the same
+ * ops with a sync after each (nothing fused): the residual and y bit
+ * for bit, the norm and the products too for the plain types (their
+ * blocks sum as wide as the norm kernel's), within 1e-6 for quantized
+ * ones; and the CPU's within the matmul tolerance.
+ */
+static void
+test_fused_norm(uint32_t type)
+{
+    enum { N_OUT = 6 };
+
+    int          n = 3, d = 512, c1 = 256, rq = 96, rk = 32, rf = 80;
+    int          rows[N_OUT] = { 512, 512, 96, 32, 80, 512 };
+    char         what[160];
+    float       *x, *h, *nw, *cbuf[N_OUT + 1], *gbuf[2][N_OUT + 1], *a, *b;
+    double       tol;
+    llm_mat_t    cm[5], gm[5];
+    llm_err_t    err = { 0 };
+    const char  *tn = llm_ggml_type_name(type);
+    static const char  *names[N_OUT] = {
+        "y", "the norm", "Q", "K", "SwiGLU", "the residual"
+    };
+
+    tol = type == LLM_TYPE_F16 ? 1e-4 : 2e-2;
+
+    mat_both(&cm[0], &gm[0], type, d, c1);          /* y = W h */
+    mat_both(&cm[1], &gm[1], type, rq, d);
+    mat_both(&cm[2], &gm[2], type, rk, d);
+    mat_both(&cm[3], &gm[3], type, rf, d);
+    mat_both(&cm[4], &gm[4], type, rf, d);
+
+    x = rand_vec((size_t) n * d, 1.0f);
+    h = rand_vec((size_t) n * c1, 1.0f);
+    nw = rand_vec((size_t) d, 1.0f);
+
+    /* buffers: y, xb, q, k, gate, x; then up; [0] fused, [1] not */
+    for (int v = 0; v < 3; v++) {
+        llm_backend_t  *be = v < 2 ? gpu : cpu;
+        float         **buf = v < 2 ? gbuf[v] : cbuf;
+        float          *bh, *bnw;
+        int             sync = v == 1;
+
+        for (int i = 0; i < N_OUT - 1; i++) {
+            buf[i] = be->alloc(be, (size_t) n * d * 4, &err);
+        }
+        buf[N_OUT - 1] = to_dev(be, x, (size_t) n * d * 4);
+        buf[N_OUT] = be->alloc(be, (size_t) n * d * 4, &err);
+        bh = to_dev(be, h, (size_t) n * c1 * 4);
+        bnw = to_dev(be, nw, (size_t) d * 4);
+
+#define STEP(op)  do { op; if (sync) (void) be->sync(be, &err); } while (0)
+
+        for (int half = 0; half < 2; half++) {
+            STEP(be->matmul(be, buf[0], bh, n, v < 2 ? &gm[0] : &cm[0]));
+            STEP(be->add_rmsnorm(be, buf[1], buf[N_OUT - 1], buf[0], bnw,
+                                 n, d, 1e-5f));
+
+            if (half == 0) {
+                STEP(be->matmul(be, buf[2], buf[1], n,
+                                v < 2 ? &gm[1] : &cm[1]));
+                STEP(be->matmul(be, buf[3], buf[1], n,
+                                v < 2 ? &gm[2] : &cm[2]));
+            } else {
+                STEP(be->matmul(be, buf[4], buf[1], n,
+                                v < 2 ? &gm[3] : &cm[3]));
+                STEP(be->matmul(be, buf[N_OUT], buf[1], n,
+                                v < 2 ? &gm[4] : &cm[4]));
+                STEP(be->silu_mul(be, buf[4], buf[N_OUT],
+                                  (int64_t) n * rf));
+            }
+        }
+
+#undef STEP
+
+        (void) be->sync(be, &err);
+        be->free(be, bh);
+        be->free(be, bnw);
+    }
+
+    for (int i = 0; i < N_OUT; i++) {
+        size_t  len = (size_t) n * rows[i];
+        float  *c = from_dev(cpu, cbuf[i], len);
+
+        a = from_dev(gpu, gbuf[0][i], len);
+        b = from_dev(gpu, gbuf[1][i], len);
+
+        snprintf(what, sizeof(what), "%s: %s, fused, against the ops one by "
+                 "one", tn, names[i]);
+
+        if (i == 0 || i == N_OUT - 1 || type == LLM_TYPE_F16) {
+            ok(memcmp(a, b, len * 4) == 0, "%s: the same bits", what);
+        } else {
+            check(what, a, b, len, 1e-6);
+        }
+
+        snprintf(what, sizeof(what), "%s: %s, fused, against the CPU", tn,
+                 names[i]);
+        check(what, a, c, len, tol);
+
+        free(a);
+        free(b);
+        free(c);
+    }
+
+    for (int i = 0; i <= N_OUT; i++) {
+        cpu->free(cpu, cbuf[i]);
+        gpu->free(gpu, gbuf[0][i]);
+        gpu->free(gpu, gbuf[1][i]);
+    }
+
+    free(x);
+    free(h);
+    free(nw);
+
+    while (n_mat_host > 0) {
+        free(mat_host[--n_mat_host]);
+    }
 }
 
 
