@@ -155,6 +155,7 @@ static int
 llm_ipc_listen(llm_ipc_t *ipc, const llm_ipc_conf_t *conf, llm_err_t *err)
 {
     int                 fd, probe;
+    char                tmp[sizeof(((struct sockaddr_un *) 0)->sun_path)];
     struct stat         st;
     struct sockaddr_un  sa;
     struct epoll_event  ev;
@@ -189,26 +190,38 @@ llm_ipc_listen(llm_ipc_t *ipc, const llm_ipc_conf_t *conf, llm_err_t *err)
         unlink(conf->socket_path);
     }
 
+    /*
+     * Bound, given its mode and listening under a name of its own, then
+     * renamed into place: whoever sees the path can connect (bound
+     * under the path itself, a connect between bind() and listen() is
+     * refused).  A path too long for the suffix is bound as it is.
+     */
+    if (snprintf(tmp, sizeof(tmp), "%s.%ld", conf->socket_path,
+                 (long) getpid()) >= (int) sizeof(sa.sun_path))
+    {
+        strcpy(tmp, conf->socket_path);
+    }
+    strcpy(sa.sun_path, tmp);
+
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         return llm_err_set(err, LLM_EIO, "socket: %s", strerror(errno));
     }
     if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == -1) {
-        llm_err_set(err, LLM_EIO, "bind(%s): %s", conf->socket_path,
-                    strerror(errno));
+        llm_err_set(err, LLM_EIO, "bind(%s): %s", tmp, strerror(errno));
         close(fd);
         return LLM_ERR;
     }
-    if (chmod(conf->socket_path, conf->socket_mode) == -1
+    if (chmod(tmp, conf->socket_mode) == -1
         || (conf->socket_group != (gid_t) -1
-            && chown(conf->socket_path, (uid_t) -1, conf->socket_group)
-               == -1)
-        || listen(fd, 128) == -1)
+            && chown(tmp, (uid_t) -1, conf->socket_group) == -1)
+        || listen(fd, 128) == -1
+        || rename(tmp, conf->socket_path) == -1)
     {
         llm_err_set(err, LLM_EIO, "listen(%s): %s", conf->socket_path,
                     strerror(errno));
         close(fd);
-        unlink(conf->socket_path);
+        unlink(tmp);
         return LLM_ERR;
     }
 

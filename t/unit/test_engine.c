@@ -11,6 +11,8 @@
 
 #define _GNU_SOURCE
 
+#include <sys/inotify.h>
+
 #include "tap.h"
 #include "llm_test_client.h"
 
@@ -74,6 +76,70 @@ test_denied(void)
 
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
+}
+
+
+/*
+ * The socket's path appears only once the engine listens on it: a
+ * client that connects as soon as it sees the path is not refused.
+ * Watched with inotify in a directory of its own: the path must arrive
+ * by a rename (IN_MOVED_TO), never be created by bind() (IN_CREATE),
+ * which left a window before listen() where connect() failed.
+ */
+static void
+test_socket_appears(void)
+{
+    int                 in, fd, status, how;
+    char                dir[] = "/tmp/llm_test_sock_XXXXXX", path[108];
+    char                buf[4096] __attribute__((aligned(8)));
+    pid_t               pid;
+    ssize_t             n;
+    struct sockaddr_un  sa;
+    const struct inotify_event  *ev;
+
+    if (!ok(mkdtemp(dir) != NULL, "a directory for the socket")) {
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/e.sock", dir);
+
+    in = inotify_init1(IN_CLOEXEC);
+    if (!ok(in != -1 && inotify_add_watch(in, dir, IN_CREATE | IN_MOVED_TO)
+                        != -1, "watched"))
+    {
+        return;
+    }
+
+    pid = start_engine_as(path, (unsigned) getuid());
+    how = 0;
+
+    while (pid > 0 && how == 0 && (n = read(in, buf, sizeof(buf))) > 0) {
+        for (char *p = buf; p < buf + n; p += sizeof(*ev) + ev->len) {
+            ev = (const struct inotify_event *) p;
+            if (ev->len > 0 && strcmp(ev->name, "e.sock") == 0) {
+                how = (int) (ev->mask & (IN_CREATE | IN_MOVED_TO));
+                break;
+            }
+        }
+    }
+
+    ok(how == IN_MOVED_TO, "the path arrives by a rename, listening "
+       "(inotify mask %#x)", (unsigned) how);
+
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path);
+    ok(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0,
+       "connect() at once is accepted");
+    close(fd);
+    close(in);
+
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        waitpid(pid, &status, 0);
+    }
+    unlink(path);
+    ok(rmdir(dir) == 0, "nothing else left in the directory");
 }
 
 
@@ -299,6 +365,7 @@ main(void)
     test_cancel(&c);
     test_dead_worker(&c);
     test_denied();
+    test_socket_appears();
 
     kill(engine_pid, SIGTERM);
     waitpid(engine_pid, &status, 0);
