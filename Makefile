@@ -183,8 +183,8 @@ $(BUILD)/gguf-write: tools/gguf_write.c $(LIB_OBJS) $(FLAVOR)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h t/unit/llm_test_client.h \
-              t/unit/gguf_buf.h t/unit/utf8_check.h bench/llm_client.h \
-              $(LIB_OBJS) $(FLAVOR)
+              t/unit/gguf_buf.h t/unit/utf8_check.h t/unit/xorshift.h \
+              bench/llm_client.h $(LIB_OBJS) $(FLAVOR)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
 

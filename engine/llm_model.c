@@ -262,6 +262,7 @@ static void llm_shard_free(llm_shard_t *sh);
 static int llm_state_alloc(llm_model_t *m, llm_state_t *s, int max_batch,
     llm_err_t *err);
 static void llm_state_free(llm_state_t *s);
+static int llm_att_f16(const llm_model_t *m);
 static int llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a,
     int max_batch, llm_err_t *err);
 static void llm_act_free(llm_shard_t *sh, llm_act_t *a);
@@ -1398,7 +1399,7 @@ llm_act_alloc(llm_model_t *m, llm_shard_t *sh, llm_act_t *a, int max_batch,
                                                  : m->max_cols;
     r.n_head = sh->n_head;
     r.head_dim = m->config.head_dim;
-    r.att_f16 = m->w.layers[0].wq.type != LLM_TYPE_F32;
+    r.att_f16 = llm_att_f16(m);
 
     if (sh->be->reserve(sh->be, &r, err) != LLM_OK) {
         llm_act_free(sh, a);
@@ -1438,12 +1439,21 @@ llm_kv_block_bytes(const llm_model_t *m, int block_size)
 }
 
 
+/* the model's attention may round q, k, v to f16: its products do as
+ * much (16-bit or quantized weights) */
+static int
+llm_att_f16(const llm_model_t *m)
+{
+    return m->w.layers[0].wq.type != LLM_TYPE_F32;
+}
+
+
 /* a shard keeps its KV blocks in f16 where its backend can and the
- * model's attention may round to f16 (its products do as much) */
+ * model's attention may round to f16 */
 static int
 llm_kv_f16(const llm_model_t *m, const llm_shard_t *sh)
 {
-    return sh->be->kv_f16 && m->w.layers[0].wq.type != LLM_TYPE_F32;
+    return sh->be->kv_f16 && llm_att_f16(m);
 }
 
 
@@ -1495,10 +1505,9 @@ llm_kv_pool_new(const llm_model_t *m, int n_blocks, int block_size,
     }
 
     bytes = llm_kv_block_bytes(m, block_size);
+    n = llm_kv_cache_bytes(m, block_size);
 
-    if (bytes == 0 || llm_kv_cache_bytes(m, block_size) == 0
-        || llm_mul_size(llm_kv_cache_bytes(m, block_size), (size_t) n_blocks,
-                        &n) != 0)
+    if (bytes == 0 || n == 0 || llm_mul_size(n, (size_t) n_blocks, &n) != 0)
     {
         llm_err_set(err, LLM_ENOMEM, "KV pool size overflows");
         return NULL;

@@ -237,6 +237,57 @@ run(client_t *c, const char *json, result_t *r)
 }
 
 
+/*
+ * Submits every request at once (n <= 64), then gathers them:
+ * drain_one(c, slot, i, arg) takes request i's events and returns 1
+ * once its last came; each slot is freed when the engine marks it
+ * FINISHED.  0 when all ended.
+ */
+static int __attribute__((unused))
+run_all(client_t *c, char *const *json, int n,
+    int (*drain_one)(client_t *c, int slot, int i, void *arg), void *arg)
+{
+    int          slot[64], left;
+    uint64_t     v;
+    llm_slot_t  *s;
+
+    if (n > 64) {
+        return -1;
+    }
+
+    for (int i = 0; i < n; i++) {
+        slot[i] = submit(c, json[i]);
+        if (slot[i] < 0) {
+            return -1;
+        }
+    }
+
+    left = n;
+    for (int round = 0; round < 60000 && left > 0; round++) {
+        struct pollfd  p = { c->my_bell, POLLIN, 0 };
+
+        poll(&p, 1, 5);
+        (void) !read(c->my_bell, &v, sizeof(v));
+
+        for (int i = 0; i < n; i++) {
+            if (slot[i] < 0 || !drain_one(c, slot[i], i, arg)) {
+                continue;
+            }
+
+            s = llm_shm_slot(c->base, c->h, (uint32_t) slot[i]);
+            if (llm_slot_state(atomic_load(&s->state)) == LLM_SLOT_FINISHED)
+            {
+                atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
+                slot[i] = -1;
+                left--;
+            }
+        }
+    }
+
+    return left == 0 ? 0 : -1;
+}
+
+
 static uint64_t __attribute__((unused))
 stat(client_t *c, int i)
 {

@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 
 #include "tap.h"
+#include "xorshift.h"
 #include "llm_test_client.h"
 
 #include "llm_backend.h"
@@ -47,10 +48,7 @@ static uint32_t  rnd_state = 88172645u;
 static uint32_t
 rnd(void)
 {
-    rnd_state ^= rnd_state << 13;
-    rnd_state ^= rnd_state >> 17;
-    rnd_state ^= rnd_state << 5;
-    return rnd_state;
+    return xorshift32(&rnd_state);
 }
 
 
@@ -460,45 +458,26 @@ drain_ids(client_t *c, int slot, ids_t *r)
 }
 
 
-/* submits the requests at once and gathers them; 0 when all ended */
+static int
+drain_ids_at(client_t *c, int slot, int i, void *arg)
+{
+    return drain_ids(c, slot, (ids_t *) arg + i);
+}
+
+
+/* submits the requests json[which[i]] at once and gathers them; 0 when
+ * all ended */
 static int
 serve(client_t *c, char **json, const int *which, int n, ids_t *r)
 {
-    int          slot[N_REQ], left;
-    uint64_t     v;
-    llm_slot_t  *s;
+    char  *pick[N_REQ];
 
     for (int i = 0; i < n; i++) {
-        memset(&r[i], 0, sizeof(ids_t));
-        slot[i] = submit(c, json[which[i]]);
-        if (slot[i] < 0) {
-            return -1;
-        }
+        pick[i] = json[which[i]];
     }
 
-    left = n;
-    for (int round = 0; round < 60000 && left > 0; round++) {
-        struct pollfd  pf = { c->my_bell, POLLIN, 0 };
-
-        poll(&pf, 1, 5);
-        (void) !read(c->my_bell, &v, sizeof(v));
-
-        for (int i = 0; i < n; i++) {
-            if (slot[i] < 0 || !drain_ids(c, slot[i], &r[i])) {
-                continue;
-            }
-
-            s = llm_shm_slot(c->base, c->h, (uint32_t) slot[i]);
-            if (llm_slot_state(atomic_load(&s->state)) == LLM_SLOT_FINISHED)
-            {
-                atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
-                slot[i] = -1;
-                left--;
-            }
-        }
-    }
-
-    return left == 0 ? 0 : -1;
+    memset(r, 0, (size_t) n * sizeof(ids_t));
+    return run_all(c, pick, n, drain_ids_at, r);
 }
 
 

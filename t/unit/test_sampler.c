@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tap.h"
+#include "xorshift.h"
 #include "llm_backend.h"
 #include "llm_sampler.h"
 
@@ -329,10 +330,7 @@ static uint32_t  rnd_state = 2463534242u;
 static uint32_t
 rnd(void)
 {
-    rnd_state ^= rnd_state << 13;
-    rnd_state ^= rnd_state >> 17;
-    rnd_state ^= rnd_state << 5;
-    return rnd_state;
+    return xorshift32(&rnd_state);
 }
 
 

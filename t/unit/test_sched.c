@@ -41,44 +41,19 @@ fixtures(void)
 }
 
 
+static int
+drain_result(client_t *c, int slot, int i, void *arg)
+{
+    return drain(c, slot, (result_t *) arg + i);
+}
+
+
 /* submits every request at once, then drains them all; 0 when all ended */
 static int
 run_many(client_t *c, char **json, int n, result_t *r)
 {
-    int       slot[64], left;
-    uint64_t  v;
-
-    for (int i = 0; i < n; i++) {
-        memset(&r[i], 0, sizeof(result_t));
-        slot[i] = submit(c, json[i]);
-        if (slot[i] < 0) {
-            return -1;
-        }
-    }
-
-    left = n;
-    for (int round = 0; round < 60000 && left > 0; round++) {
-        struct pollfd  p = { c->my_bell, POLLIN, 0 };
-
-        poll(&p, 1, 5);
-        (void) !read(c->my_bell, &v, sizeof(v));
-
-        for (int i = 0; i < n; i++) {
-            llm_slot_t  *s;
-
-            if (slot[i] < 0 || !drain(c, slot[i], &r[i])) {
-                continue;
-            }
-            s = llm_shm_slot(c->base, c->h, (uint32_t) slot[i]);
-            if (llm_slot_state(atomic_load(&s->state)) == LLM_SLOT_FINISHED) {
-                atomic_store(&s->state, llm_slot_word(LLM_SLOT_FREE, 0));
-                slot[i] = -1;
-                left--;
-            }
-        }
-    }
-
-    return left == 0 ? 0 : -1;
+    memset(r, 0, (size_t) n * sizeof(result_t));
+    return run_all(c, json, n, drain_result, r);
 }
 
 
